@@ -1,0 +1,62 @@
+package coordinator_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/limits"
+)
+
+func TestFastPathAndHandoff(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		c := e.coordinator(e.opts())
+		if err := c.SetConcurrencyLimit(ctx, limits.Action("core.http"), 1); err != nil {
+			t.Fatal(err)
+		}
+		l1, err := c.EnqueueAndWait(ctx, "core.http", "e1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan *coordinator.Lease, 1)
+		go func() {
+			l, err := c.EnqueueAndWait(ctx, "core.http", "e2")
+			if err != nil {
+				t.Error(err)
+			}
+			got <- l
+		}()
+		eventually(t, 5*time.Second, "e2 queued", func() bool { return e.stats(c, "core.http").QueueLength == 1 })
+		select {
+		case <-got:
+			t.Fatal("e2 admitted over the limit")
+		case <-time.After(50 * time.Millisecond):
+		}
+		if err := l1.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var l2 *coordinator.Lease
+		select {
+		case l2 = <-got:
+		case <-time.After(5 * time.Second):
+			t.Fatal("e2 not admitted after release")
+		}
+		if l2.Token() <= l1.Token() {
+			t.Fatalf("fencing tokens not increasing: %d then %d", l1.Token(), l2.Token())
+		}
+		if err := l2.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := l2.Release(ctx); !errors.Is(err, coordinator.ErrLeaseLost) {
+			t.Fatalf("second release: %v, want ErrLeaseLost", err)
+		}
+		st := e.stats(c, "core.http")
+		if st.ActiveCount != 0 || st.QueueLength != 0 || st.TotalEnqueued != 2 || st.TotalAdmitted != 2 || st.TotalCompleted != 2 {
+			t.Fatalf("stats after: %+v", st)
+		}
+		_ = context.Background
+	})
+}

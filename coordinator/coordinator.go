@@ -1,0 +1,299 @@
+// Package coordinator is the library executors link to share strict-FIFO
+// concurrency limits per action through one Redis.
+//
+// Before an executor starts an execution of an action it calls
+// EnqueueAndWait. With a free slot and nobody waiting, that is one script
+// call. Otherwise the execution waits in the action's FIFO queue in Redis;
+// when a running execution is released, the same script grants its slot to
+// the oldest waiter, whose process wakes from a BLPOP on that waiter's grant
+// key. Nothing polls.
+//
+// A process waits on at most one connection per action: grants for an action
+// arrive in FIFO order, so it blocks only on the grant key of its own oldest
+// waiter of that action. Slots are held under leases that one heartbeat per
+// process and action renews; a crashed process's slots come back after
+// LeaseTTL, and grants its process never acknowledged after AckTimeout.
+//
+// Every deadline is on the Redis clock. Every script is idempotent per
+// execution ID, because go-redis retries commands.
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/limits"
+)
+
+// Coordinator admits executions of actions under their concurrency limits.
+// It is safe for concurrent use. Create one per process with New and Close
+// it when done.
+type Coordinator struct {
+	rdb   redis.UniversalClient
+	opts  Options
+	keys  keys
+	owner string
+	log   *slog.Logger
+
+	ctx    context.Context // ends when Close finishes
+	cancel context.CancelFunc
+	stop   chan struct{} // closed when Close starts
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	actions map[string]*actionState
+
+	waitConns chan struct{} // one token per connection allowed to block
+	waitQueue atomic.Int32  // wait loops queued for a token
+
+	policies atomic.Pointer[limits.Policies]
+	known    sync.Map // action refs already added to the actions set
+
+	closeOnce sync.Once
+}
+
+// actionState is this process's local view of one action.
+type actionState struct {
+	ref  string
+	keys actionKeys
+
+	waiters map[string]*waiter // by execution ID
+	order   waiterHeap         // the same waiters, oldest (lowest seq) first
+	leases  map[string]*Lease  // by execution ID
+
+	loopRunning bool
+	blockingSeq int64 // seq of the waiter whose grant key the loop blocks on
+}
+
+// New returns a Coordinator that keeps its state in rdb. It starts the
+// background heartbeat, policy refresh and (unless SweepInterval < 0)
+// sweeper; Close stops them.
+func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
+	if rdb == nil {
+		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidArgument)
+	}
+	if opts.MaxWaitConns == 0 {
+		opts.MaxWaitConns = defaultWaitConns(rdb)
+	}
+	opts = opts.WithDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	owner, err := newOwnerID()
+	if err != nil {
+		return nil, fmt.Errorf("baton: owner ID: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Coordinator{
+		rdb:       rdb,
+		opts:      opts,
+		keys:      keys{prefix: opts.Prefix},
+		owner:     owner,
+		log:       opts.Logger.With(slog.String("owner", owner)),
+		ctx:       ctx,
+		cancel:    cancel,
+		stop:      make(chan struct{}),
+		actions:   map[string]*actionState{},
+		waitConns: make(chan struct{}, opts.MaxWaitConns),
+	}
+	c.policies.Store(&limits.Policies{Limits: map[limits.Scope]int{}})
+	c.start(c.heartbeatLoop)
+	c.start(c.policyLoop)
+	if opts.SweepInterval > 0 {
+		c.start(c.sweepLoop)
+	}
+	return c, nil
+}
+
+// defaultWaitConns keeps blocking waits to half of a small connection pool,
+// so that scripts always find a free connection.
+func defaultWaitConns(rdb redis.UniversalClient) int {
+	pool := 0
+	switch c := rdb.(type) {
+	case *redis.Client:
+		pool = c.Options().PoolSize
+	case *redis.ClusterClient:
+		pool = c.Options().PoolSize
+	}
+	if pool > 0 && pool < 100 {
+		return max(1, pool/2)
+	}
+	return 50
+}
+
+// newOwnerID names this Coordinator in Redis: 8 base32 characters, short
+// because it is stored with every waiting execution.
+func newOwnerID() (string, error) {
+	b := make([]byte, 5)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return strings.ToLower(base32.StdEncoding.EncodeToString(b)), nil
+}
+
+// Owner is this Coordinator's ID, as stored in Redis beside the executions
+// it waits for and holds.
+func (c *Coordinator) Owner() string { return c.owner }
+
+func (c *Coordinator) start(loop func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		loop()
+	}()
+}
+
+// Close stops the background work, ends every waiting EnqueueAndWait with
+// ErrClosed (removing those executions from their queues), and closes the
+// Lost channel of every lease still held: they are no longer renewed and
+// expire after LeaseTTL unless released first. Close is safe to call twice.
+func (c *Coordinator) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		var waiters []*waiter
+		var leases []*Lease
+		var loops []*actionState
+		for _, as := range c.actions {
+			for _, w := range as.waiters {
+				waiters = append(waiters, w)
+			}
+			for _, l := range as.leases {
+				leases = append(leases, l)
+			}
+			if as.loopRunning {
+				loops = append(loops, as)
+			}
+		}
+		c.mu.Unlock()
+		close(c.stop)
+
+		var g sync.WaitGroup
+		sem := make(chan struct{}, 16)
+		for _, w := range waiters {
+			g.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; g.Done() }()
+				c.giveUp(w, ErrClosed)
+			}()
+		}
+		g.Wait()
+		for _, as := range loops {
+			c.wake(as)
+		}
+		for _, l := range leases {
+			l.markLost()
+		}
+		c.wg.Wait()
+		c.cancel()
+	})
+	return nil
+}
+
+func (c *Coordinator) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// actionLocked returns the local state of ref, creating it. c.mu must be held.
+func (c *Coordinator) actionLocked(ref string) *actionState {
+	as := c.actions[ref]
+	if as == nil {
+		as = &actionState{
+			ref:     ref,
+			keys:    c.keys.action(ref),
+			waiters: map[string]*waiter{},
+			leases:  map[string]*Lease{},
+		}
+		c.actions[ref] = as
+	}
+	return as
+}
+
+// policyArgs are the caller's resolved limit for ref, passed to scripts that
+// adopt it when it is newer than the action's.
+func (c *Coordinator) policyArgs(ref string) []any {
+	p := c.policies.Load()
+	n, src, ok := p.Resolve(ref)
+	return []any{p.Version, n, limits.Source(src, ok)}
+}
+
+func (c *Coordinator) ms(d time.Duration) int64 { return d.Milliseconds() }
+
+// noteAction adds ref to the set of known actions, once per process, in the
+// background: the set is an index for operators and policy changes, and may
+// be briefly stale.
+func (c *Coordinator) noteAction(ctx context.Context, ref string) {
+	if _, seen := c.known.LoadOrStore(ref, true); seen {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	c.start(func() {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := c.rdb.SAdd(ctx, c.keys.actions(), ref).Err(); err != nil {
+			c.known.Delete(ref)
+			c.log.Warn("baton: recording known action", slog.String("action", ref), slog.Any("error", err))
+		}
+	})
+}
+
+// addDue puts ref in the sweep index at due (ms), unless an earlier time is there.
+func (c *Coordinator) addDue(ctx context.Context, ref string, due int64) {
+	if due <= 0 {
+		return
+	}
+	err := c.rdb.ZAddLT(context.WithoutCancel(ctx), c.keys.sweep(), redis.Z{Score: float64(due), Member: ref}).Err()
+	if err != nil {
+		c.log.Warn("baton: updating sweep index", slog.String("action", ref), slog.Any("error", err))
+	}
+}
+
+func validateExecution(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: execution ID: empty", ErrInvalidArgument)
+	}
+	if len(id) > limits.MaxRefLength {
+		return fmt.Errorf("%w: execution ID: %d bytes, over the %d-byte maximum", ErrInvalidArgument, len(id), limits.MaxRefLength)
+	}
+	for i, r := range id {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return fmt.Errorf("%w: execution ID %q: control character %U at byte %d", ErrInvalidArgument, id, r, i)
+		}
+	}
+	return nil
+}
+
+func validateRef(ref string) error {
+	if err := limits.ValidateRef(ref); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	return nil
+}
+
+func validate(ref, id string) error {
+	if err := validateRef(ref); err != nil {
+		return err
+	}
+	return validateExecution(id)
+}
+
+func parseInt(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+

@@ -1,0 +1,175 @@
+package coordinator_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/internal/redistest"
+)
+
+// The behavioural suite runs every test on two tiers: miniredis (fast,
+// controlled clock) and a real redis-server that TestMain starts on a free
+// loopback port. With BATON_REQUIRE_REDIS=1 a missing redis-server fails.
+
+var realRedis *redistest.Server
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if redistest.Available() {
+			dir, err := os.MkdirTemp("", "baton-redis-")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+			realRedis, err = redistest.StartServer(dir)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer realRedis.Stop()
+		} else if redistest.Required() {
+			fmt.Fprintln(os.Stderr, "BATON_REQUIRE_REDIS=1 but redis-server is not on PATH")
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// env is one test's Redis: miniredis or the shared real server under a
+// prefix of its own.
+type env struct {
+	t      testing.TB
+	tier   string
+	mr     *miniredis.Miniredis // nil on the real tier
+	addr   string
+	prefix string
+	rdb    *redis.Client
+	clock  time.Time // miniredis: the frozen Redis clock
+	mu     sync.Mutex
+}
+
+var prefixSeq atomic.Int64
+
+// tiers runs fn once per tier as subtests.
+func tiers(t *testing.T, fn func(t *testing.T, e *env)) {
+	t.Run("miniredis", func(t *testing.T) { fn(t, newMiniEnv(t)) })
+	t.Run("redis", func(t *testing.T) { fn(t, newRealEnv(t)) })
+}
+
+func newMiniEnv(t testing.TB) *env {
+	mr := miniredis.RunT(t)
+	e := &env{t: t, tier: "miniredis", mr: mr, addr: mr.Addr(), prefix: "baton"}
+	e.clock = time.Now()
+	mr.SetTime(e.clock)
+	e.rdb = e.client()
+	return e
+}
+
+func newRealEnv(t testing.TB) *env {
+	if realRedis == nil {
+		if redistest.Required() {
+			t.Fatal("BATON_REQUIRE_REDIS=1 but no redis-server")
+		}
+		t.Skip("redis-server not on PATH")
+	}
+	e := &env{t: t, tier: "redis", addr: realRedis.Addr, prefix: fmt.Sprintf("t%d", prefixSeq.Add(1))}
+	e.rdb = e.client()
+	return e
+}
+
+// client returns a new client of its own (its own pool), closed at cleanup.
+func (e *env) client() *redis.Client {
+	rdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 64})
+	e.t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// advance moves the Redis clock: miniredis's frozen clock and TTLs
+// together; the real server's by sleeping.
+func (e *env) advance(d time.Duration) {
+	if e.mr == nil {
+		time.Sleep(d)
+		return
+	}
+	e.mu.Lock()
+	e.clock = e.clock.Add(d)
+	e.mr.SetTime(e.clock)
+	e.mu.Unlock()
+	e.mr.FastForward(d)
+}
+
+// opts are test defaults: short leases and timeouts, background sweeping off
+// unless a test turns it on, and the env's prefix.
+func (e *env) opts() coordinator.Options {
+	return coordinator.Options{
+		Prefix:        e.prefix,
+		LeaseTTL:      3 * time.Second,
+		AckTimeout:    500 * time.Millisecond,
+		QueueTimeout:  time.Minute,
+		SweepInterval: -1,
+	}
+}
+
+// coordinator returns a Coordinator on a client of its own, closed at cleanup.
+func (e *env) coordinator(opts coordinator.Options) *coordinator.Coordinator {
+	e.t.Helper()
+	if opts.Prefix == "" {
+		opts.Prefix = e.prefix
+	}
+	c, err := coordinator.New(e.client(), opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// keys lists every key under the env's prefix.
+func (e *env) keys() []string {
+	ks, err := e.rdb.Keys(context.Background(), e.prefix+":*").Result()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ks
+}
+
+func (e *env) stats(c *coordinator.Coordinator, action string) coordinator.QueueStats {
+	e.t.Helper()
+	st, err := c.QueueStats(context.Background(), action)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+// eventually polls cond until it holds or d passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var _ = strings.HasPrefix

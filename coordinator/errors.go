@@ -1,0 +1,22 @@
+package coordinator
+
+import "errors"
+
+// Errors callers can test with errors.Is. Context errors come back as the
+// context's own error.
+var (
+	// ErrQueueFull: the action's queue held MaxQueueLength executions; nothing was stored.
+	ErrQueueFull = errors.New("baton: queue full")
+	// ErrQueueTimeout: the execution waited QueueTimeout (Redis clock) and was removed.
+	ErrQueueTimeout = errors.New("baton: queue timeout")
+	// ErrCanceled: the waiting execution was canceled (CancelExecution, or
+	// re-attached by another process).
+	ErrCanceled = errors.New("baton: canceled")
+	// ErrInvalidArgument: bad input; the message names the problem. Nothing was written.
+	ErrInvalidArgument = errors.New("baton: invalid argument")
+	// ErrLeaseLost: the slot was reclaimed (lease expired, grant not
+	// acknowledged in time, or the process presumed dead) or already released.
+	ErrLeaseLost = errors.New("baton: lease lost")
+	// ErrClosed: the Coordinator was closed.
+	ErrClosed = errors.New("baton: coordinator closed")
+)

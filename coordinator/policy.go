@@ -1,0 +1,186 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/limits"
+	"github.com/batonhq/baton/scripts"
+)
+
+const policyVersionField = "_version"
+
+// SetConcurrencyLimit sets the limit of a scope: limits.Action(ref),
+// limits.Pack(name) or limits.Global(). n >= 0 is a count (0 pauses: nothing
+// is admitted, the queue still accepts); limits.Unlimited lifts the limits of
+// less specific scopes. The most specific scope that sets a limit wins.
+//
+// The change is applied to every known action in scope before it returns
+// (raising a limit admits waiters at once), and every other Coordinator
+// picks it up within its PolicyRefresh.
+func (c *Coordinator) SetConcurrencyLimit(ctx context.Context, scope limits.Scope, n int) error {
+	if err := scope.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	if err := limits.ValidateLimit(n); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	return c.changePolicy(ctx, scope, func(p redis.Pipeliner) {
+		p.HSet(ctx, c.keys.policies(), scope.String(), n)
+	})
+}
+
+// ClearConcurrencyLimit removes the limit of a scope, so the next less
+// specific scope's limit applies (or none: unlimited).
+func (c *Coordinator) ClearConcurrencyLimit(ctx context.Context, scope limits.Scope) error {
+	if err := scope.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	return c.changePolicy(ctx, scope, func(p redis.Pipeliner) {
+		p.HDel(ctx, c.keys.policies(), scope.String())
+	})
+}
+
+// Policies reads every limit set, fresh from Redis.
+func (c *Coordinator) Policies(ctx context.Context) (limits.Policies, error) {
+	m, err := c.rdb.HGetAll(ctx, c.keys.policies()).Result()
+	if err != nil {
+		return limits.Policies{}, fmt.Errorf("baton: reading policies: %w", err)
+	}
+	p := c.parsePolicies(m)
+	c.storePolicies(p)
+	return p, nil
+}
+
+// changePolicy writes one change and the version bump in one transaction,
+// reads back the whole policy set as of that version, and applies it to the
+// known actions in scope.
+func (c *Coordinator) changePolicy(ctx context.Context, scope limits.Scope, change func(redis.Pipeliner)) error {
+	var all *redis.MapStringStringCmd
+	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		change(p)
+		p.HIncrBy(ctx, c.keys.policies(), policyVersionField, 1)
+		all = p.HGetAll(ctx, c.keys.policies())
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("baton: writing policy %s: %w", scope, err)
+	}
+	p := c.parsePolicies(all.Val())
+	c.storePolicies(p)
+
+	var refs []string
+	if scope.Kind() == limits.KindAction {
+		refs = []string{scope.Name()}
+	} else {
+		members, err := c.rdb.SMembers(ctx, c.keys.actions()).Result()
+		if err != nil {
+			return fmt.Errorf("baton: listing actions for policy %s: %w", scope, err)
+		}
+		for _, ref := range members {
+			if scope.Kind() == limits.KindGlobal || limits.PackOf(ref) == scope.Name() {
+				refs = append(refs, ref)
+			}
+		}
+	}
+	for _, ref := range refs {
+		if err := c.applyPolicy(ctx, p, ref); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Coordinator) applyPolicy(ctx context.Context, p limits.Policies, ref string) error {
+	if limits.ValidateRef(ref) != nil {
+		return nil // not an action of ours; the index may hold anything
+	}
+	n, src, ok := p.Resolve(ref)
+	v, err := scripts.ApplyPolicy.Run(ctx, c.rdb, c.keys.action(ref).with(),
+		p.Version, n, limits.Source(src, ok), c.ms(c.opts.AckTimeout)).Result()
+	if err != nil {
+		return fmt.Errorf("baton: applying policy to %s: %w", ref, err)
+	}
+	r := newReply("apply_policy", v, 2)
+	if due := r.int(1); r.err == nil {
+		c.addDue(ctx, ref, due)
+	}
+	return r.err
+}
+
+func (c *Coordinator) parsePolicies(m map[string]string) limits.Policies {
+	p := limits.Policies{Limits: map[limits.Scope]int{}}
+	for field, value := range m {
+		if field == policyVersionField {
+			p.Version, _ = strconv.ParseInt(value, 10, 64)
+			continue
+		}
+		scope, err := limits.ParseScope(field)
+		if err != nil {
+			c.log.Warn("baton: ignoring a policy with a bad scope", slog.String("scope", field))
+			continue
+		}
+		n, err := limits.ParseLimit(value)
+		if err != nil {
+			c.log.Warn("baton: ignoring a policy with a bad limit", slog.String("scope", field), slog.String("limit", value))
+			continue
+		}
+		p.Limits[scope] = n
+	}
+	return p
+}
+
+// storePolicies replaces the cache unless it already holds a newer version.
+func (c *Coordinator) storePolicies(p limits.Policies) {
+	for {
+		cur := c.policies.Load()
+		if cur.Version > p.Version {
+			return
+		}
+		if c.policies.CompareAndSwap(cur, &p) {
+			return
+		}
+	}
+}
+
+// policyLoop keeps the policy cache current: one HGET of the version every
+// PolicyRefresh, and a full read when it changed. On a change it renews the
+// actions this process waits on, which carries the new limit to them.
+func (c *Coordinator) policyLoop() {
+	c.refreshPolicies()
+	t := time.NewTicker(c.opts.PolicyRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			if c.refreshPolicies() {
+				c.heartbeat()
+			}
+		}
+	}
+}
+
+func (c *Coordinator) refreshPolicies() (changed bool) {
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	v, err := c.rdb.HGet(ctx, c.keys.policies(), policyVersionField).Int64()
+	if err != nil && err != redis.Nil {
+		c.log.Warn("baton: checking policy version", slog.Any("error", err))
+		return false
+	}
+	if v == c.policies.Load().Version {
+		return false
+	}
+	if _, err := c.Policies(ctx); err != nil {
+		c.log.Warn("baton: refreshing policies", slog.Any("error", err))
+		return false
+	}
+	return true
+}

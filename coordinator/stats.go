@@ -1,0 +1,190 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/batonhq/baton/scripts"
+)
+
+// QueueStats is one action's queue and slot usage, read in one atomic step.
+type QueueStats struct {
+	// Action is the action ref.
+	Action string
+	// QueueLength counts waiting executions (waiters of dead processes
+	// included until they reach the head and are dropped).
+	QueueLength int64
+	// ActiveCount counts executions holding a slot with an unexpired lease.
+	ActiveCount int64
+	// MaxConcurrent is the limit in force; limits.Unlimited (-1) when none.
+	MaxConcurrent int64
+	// LimitSource is the scope the limit came from ("action:core.http",
+	// "pack:core", "global"), or "default" when no scope sets one.
+	LimitSource string
+	// OldestEnqueuedAt is when the head of the queue was enqueued (Redis
+	// clock); zero when the queue is empty.
+	OldestEnqueuedAt time.Time
+
+	// TotalEnqueued counts accepted requests. Each ends as admitted, timed
+	// out, canceled or abandoned, or is still waiting:
+	// TotalEnqueued = TotalAdmitted + TotalTimedOut + TotalCanceled + TotalAbandoned + QueueLength.
+	TotalEnqueued int64
+	// TotalAdmitted counts grants (fast path and handoff) that were not given back.
+	TotalAdmitted int64
+	// TotalCompleted counts slots freed by Release or NotifyCompletion.
+	TotalCompleted int64
+	// TotalTimedOut counts waiters that reached QueueTimeout.
+	TotalTimedOut int64
+	// TotalCanceled counts waiters removed by CancelExecution or by their
+	// caller's context.
+	TotalCanceled int64
+	// TotalRejected counts requests refused with ErrQueueFull (never enqueued).
+	TotalRejected int64
+	// TotalReclaimed counts slots taken back from expired leases and
+	// unacknowledged grants.
+	TotalReclaimed int64
+	// TotalAbandoned counts waiters dropped because their process was dead.
+	TotalAbandoned int64
+
+	// Wait is the histogram of the time from enqueue to grant (Redis clock).
+	Wait WaitHistogram
+}
+
+// WaitHistogram counts grants by how long they waited; Buckets[i] counts
+// waits <= WaitBuckets[i] and above the previous bound (not cumulative),
+// and Over those above the last bound.
+type WaitHistogram struct {
+	Buckets []int64
+	Over    int64
+	Count   int64
+	Sum     time.Duration
+}
+
+// WaitBuckets are the upper bounds of the wait-time histogram (see
+// scripts/lib.lua).
+var WaitBuckets = []time.Duration{
+	time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond,
+	100 * time.Millisecond, 500 * time.Millisecond, time.Second, 5 * time.Second,
+	10 * time.Second, time.Minute,
+}
+
+// QueueStats reads one action's statistics.
+func (c *Coordinator) QueueStats(ctx context.Context, action string) (QueueStats, error) {
+	if err := validateRef(action); err != nil {
+		return QueueStats{}, err
+	}
+	v, err := scripts.Stats.Run(ctx, c.rdb, c.keys.action(action).with(), c.policyArgs(action)...).Result()
+	if err != nil {
+		return QueueStats{}, fmt.Errorf("baton: stats %s: %w", action, err)
+	}
+	r := newReply("stats", v, 8)
+	st := QueueStats{
+		Action:        action,
+		QueueLength:   r.int(0),
+		ActiveCount:   r.int(1),
+		MaxConcurrent: r.int(2),
+		LimitSource:   r.str(3),
+	}
+	headSeq := r.str(4)
+	meta, waits := r.pairs(6), r.pairs(7)
+	if r.err != nil {
+		return QueueStats{}, r.err
+	}
+	if headSeq != "" {
+		st.OldestEnqueuedAt = time.UnixMicro(parseInt(headSeq))
+	}
+	n := func(field string) int64 { return parseInt(meta[field]) }
+	st.TotalEnqueued, st.TotalAdmitted, st.TotalCompleted = n("enqueued"), n("admitted"), n("completed")
+	st.TotalTimedOut, st.TotalCanceled, st.TotalRejected = n("timed_out"), n("canceled"), n("rejected")
+	st.TotalReclaimed, st.TotalAbandoned = n("reclaimed"), n("abandoned")
+	for _, b := range WaitBuckets {
+		st.Wait.Buckets = append(st.Wait.Buckets, parseInt(waits[fmt.Sprintf("le_%d", b.Milliseconds())]))
+	}
+	st.Wait.Over = parseInt(waits["le_inf"])
+	st.Wait.Count = parseInt(waits["count"])
+	st.Wait.Sum = time.Duration(parseInt(waits["sum_us"])) * time.Microsecond
+	return st, nil
+}
+
+// ExecutionStatus says where an execution stands.
+type ExecutionStatus string
+
+// The states of an execution.
+const (
+	StatusWaiting ExecutionStatus = "waiting"
+	StatusRunning ExecutionStatus = "running"
+	StatusUnknown ExecutionStatus = "unknown"
+)
+
+// ExecutionState is where one execution stands, read in one atomic step.
+type ExecutionState struct {
+	Action      string
+	ExecutionID string
+	Status      ExecutionStatus
+	// Owner is the Coordinator that waits for or holds it.
+	Owner string
+	// Position is the place in the queue (0 is the head); waiting only.
+	Position int64
+	// EnqueuedAt is when the enqueue reached Redis; waiting only.
+	EnqueuedAt time.Time
+	// Token is the fencing token; running only.
+	Token int64
+	// RunningSince is when the slot was granted; running only.
+	RunningSince time.Time
+	// LeaseDeadline is when the lease expires unless renewed; running only.
+	LeaseDeadline time.Time
+	// Acknowledged is false while a grant waits for its waiter's process.
+	Acknowledged bool
+}
+
+// ExecutionState reads where one execution stands.
+func (c *Coordinator) ExecutionState(ctx context.Context, action, executionID string) (ExecutionState, error) {
+	if err := validate(action, executionID); err != nil {
+		return ExecutionState{}, err
+	}
+	v, err := scripts.State.Run(ctx, c.rdb, c.keys.action(action).with(), executionID).Result()
+	if err != nil {
+		return ExecutionState{}, fmt.Errorf("baton: state %s/%s: %w", action, executionID, err)
+	}
+	st := ExecutionState{Action: action, ExecutionID: executionID, Status: StatusUnknown}
+	r := newReply("state", v, 1)
+	switch r.str(0) {
+	case "waiting":
+		r = newReply("state", v, 4)
+		st.Status, st.Owner, st.Position = StatusWaiting, r.str(2), r.int(3)
+		st.EnqueuedAt = time.UnixMicro(r.int(1))
+	case "running":
+		r = newReply("state", v, 6)
+		st.Status, st.Token, st.Owner = StatusRunning, r.int(1), r.str(2)
+		st.RunningSince = time.UnixMilli(r.int(3))
+		st.LeaseDeadline = time.UnixMilli(r.int(4))
+		st.Acknowledged = r.str(5) == "h"
+	}
+	return st, r.err
+}
+
+// Actions lists known action refs, a page at a time: pass cursor 0 first,
+// then the returned cursor until it is 0 (SSCAN semantics: an action may
+// appear twice; count is a hint).
+func (c *Coordinator) Actions(ctx context.Context, cursor uint64, count int64) (refs []string, next uint64, err error) {
+	refs, next, err = c.rdb.SScan(ctx, c.keys.actions(), cursor, "", count).Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("baton: listing actions: %w", err)
+	}
+	return refs, next, nil
+}
+
+// Ready checks that Redis answers and loads every script, so the first
+// real call does not pay for it.
+func (c *Coordinator) Ready(ctx context.Context) error {
+	if err := c.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("baton: redis: %w", err)
+	}
+	for _, s := range scripts.All {
+		if err := s.Load(ctx, c.rdb).Err(); err != nil {
+			return fmt.Errorf("baton: loading scripts: %w", err)
+		}
+	}
+	return nil
+}

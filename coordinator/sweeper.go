@@ -1,0 +1,103 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/limits"
+	"github.com/batonhq/baton/scripts"
+)
+
+// SweepResult counts what one sweep pass did.
+type SweepResult struct {
+	// Visited counts actions claimed from the sweep index.
+	Visited int
+	// Reclaimed counts slots taken back from expired leases and grants.
+	Reclaimed int
+	// Granted counts waiters admitted into the freed slots.
+	Granted int
+	// Abandoned counts waiters of dead processes dropped from queue heads.
+	Abandoned int
+}
+
+// maxSweepRounds bounds one pass: SweepBatch actions per round.
+const maxSweepRounds = 10
+
+// Sweep runs one sweep pass: it claims the actions whose due time has come
+// from the sweep index, reclaims their expired leases and unacknowledged
+// grants, and grants the freed slots. Its cost grows with what is due, not
+// with the number of actions or waiters. Many processes may sweep at once;
+// each due action is visited by one of them.
+func (c *Coordinator) Sweep(ctx context.Context) (SweepResult, error) {
+	var res SweepResult
+	for round := 0; round < maxSweepRounds; round++ {
+		v, err := scripts.ClaimDue.Run(ctx, c.rdb, []string{c.keys.sweep()}, c.opts.SweepBatch).Result()
+		if err != nil {
+			return res, fmt.Errorf("baton: sweep: claiming due actions: %w", err)
+		}
+		r := newReply("claim_due", v, 1)
+		now, refs := r.int(0), r.tail(1)
+		if r.err != nil {
+			return res, r.err
+		}
+		for _, ref := range refs {
+			if err := c.sweepAction(ctx, ref, &res); err != nil {
+				// Put it back so that a later pass retries it.
+				c.rdb.ZAddLT(context.WithoutCancel(ctx), c.keys.sweep(), redis.Z{Score: float64(now + 1000), Member: ref})
+				return res, err
+			}
+		}
+		if len(refs) < c.opts.SweepBatch {
+			break
+		}
+	}
+	return res, nil
+}
+
+func (c *Coordinator) sweepAction(ctx context.Context, ref string, res *SweepResult) error {
+	if limits.ValidateRef(ref) != nil {
+		c.log.Warn("baton: sweep: dropping a bad ref from the index", slog.String("action", ref))
+		return nil
+	}
+	res.Visited++
+	v, err := scripts.Sweep.Run(ctx, c.rdb, c.keys.action(ref).with(), c.ms(c.opts.AckTimeout)).Result()
+	if err != nil {
+		return fmt.Errorf("baton: sweep %s: %w", ref, err)
+	}
+	r := newReply("sweep", v, 4)
+	reclaimed, granted, abandoned, due := r.int(0), r.int(1), r.int(2), r.int(3)
+	if r.err != nil {
+		return r.err
+	}
+	res.Reclaimed += int(reclaimed)
+	res.Granted += int(granted)
+	res.Abandoned += int(abandoned)
+	c.addDue(ctx, ref, due)
+	return nil
+}
+
+// sweepLoop runs Sweep every SweepInterval until Close.
+func (c *Coordinator) sweepLoop() {
+	t := time.NewTicker(c.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+			res, err := c.Sweep(ctx)
+			cancel()
+			if err != nil {
+				c.log.Warn("baton: sweep", slog.Any("error", err))
+			} else if res.Reclaimed+res.Abandoned > 0 {
+				c.log.Info("baton: sweep", slog.Int("visited", res.Visited), slog.Int("reclaimed", res.Reclaimed),
+					slog.Int("granted", res.Granted), slog.Int("abandoned", res.Abandoned))
+			}
+		}
+	}
+}

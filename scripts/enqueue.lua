@@ -1,0 +1,77 @@
+-- enqueue.lua: admit an execution at once if a slot is free and nobody
+-- waits, else append it to the action's FIFO queue.
+--
+-- KEYS[1..7] the action's keys (see lib.lua)
+-- KEYS[8]    grant key of (ARGV[2], ARGV[1])
+-- ARGV[1] execution ID
+-- ARGV[2] owner (the calling Coordinator)
+-- ARGV[3] max queue length (-1: unbounded)
+-- ARGV[4] lease TTL (ms)
+-- ARGV[5] acknowledgement deadline for grants this call hands out (ms)
+-- ARGV[6] caller's policy version, ARGV[7] its resolved limit, ARGV[8] the limit's source
+--
+-- Reply {status, fence, seq, due}:
+--   "admitted" fence seq due   admitted now (fast path)
+--   "running"  fence seq due   already running: the caller takes over its lease
+--   "queued"   0     seq due   waiting (new, or re-attached keeping its place)
+--   "full"     0     ""  0     the queue holds ARGV[3] executions; nothing stored
+-- due > 0 asks the caller to add the action to the sweep index at that time.
+--
+-- Idempotent per execution ID: a retry finds the execution running or waiting.
+local exec, owner = ARGV[1], ARGV[2]
+local max_queue, lease_ms, ack_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+
+adopt_policy(ARGV[6], ARGV[7], ARGV[8])
+reclaim()
+local _, _, more = grant_waiters(ack_ms)
+
+local h = redis.call('HGET', K.holders, exec)
+if h then
+  local hv = parse_holder(h)
+  if hv.owner ~= owner and hv.state == 'g' then
+    push_token(hv.owner, exec, 's:' .. hv.seq)
+  end
+  redis.call('HSET', K.holders, exec, holder_value(hv.fence, owner, hv.since, hv.seq, 'h'))
+  redis.call('ZADD', K.running, NOW + lease_ms, exec)
+  touch_owner(owner, lease_ms)
+  return { 'running', tonumber(hv.fence), hv.seq, 0 }
+end
+
+local w = redis.call('HGET', K.waiting, exec)
+if w then
+  local wv = split(w)
+  if wv[2] ~= owner then
+    redis.call('HSET', K.waiting, exec, wv[1] .. ':' .. owner)
+    push_token(wv[2], exec, 's:' .. wv[1])
+    redis.call('DEL', KEYS[8])
+  end
+  touch_owner(owner, lease_ms)
+  return { 'queued', 0, wv[1], str(index_due(next_due(more))) }
+end
+
+local queued = redis.call('LLEN', K.queue)
+if max_queue >= 0 and queued >= max_queue then
+  redis.call('HINCRBY', K.meta, 'rejected', 1)
+  return { 'full', 0, '', 0 }
+end
+
+local seq = NOW_US
+local last = tonumber(redis.call('HGET', K.meta, 'seq') or '0')
+if seq <= last then
+  seq = last + 1
+end
+seq = str(seq)
+redis.call('HSET', K.meta, 'seq', seq)
+redis.call('HINCRBY', K.meta, 'enqueued', 1)
+touch_owner(owner, lease_ms)
+
+local limit = current_limit()
+if queued == 0 and (limit < 0 or active() < limit) then
+  local fence = admit(exec, owner, seq, NOW + lease_ms, 'h')
+  return { 'admitted', fence, seq, 0 }
+end
+
+redis.call('RPUSH', K.queue, exec)
+redis.call('HSET', K.waiting, exec, seq .. ':' .. owner)
+redis.call('DEL', KEYS[8])
+return { 'queued', 0, seq, str(index_due(next_due(more))) }

@@ -1,0 +1,43 @@
+-- renew.lua: one heartbeat of one Coordinator for one action. It keeps the
+-- owner alive (its waiters are not skipped) and extends the leases it holds.
+-- One call per (process, action) per interval, whatever the number of executions.
+--
+-- KEYS[1..7] the action's keys (see lib.lua)
+-- ARGV[1] owner
+-- ARGV[2] lease TTL (ms)
+-- ARGV[3] acknowledgement deadline for the grants this call hands out (ms)
+-- ARGV[4] caller's policy version, ARGV[5] its resolved limit, ARGV[6] the limit's source
+-- ARGV[7..] pairs of execution ID and fencing token the owner believes it holds
+--
+-- Reply {due, lost...}: due as in lib.lua's next_due (always reported, so the
+-- sweep index heals if a sweeper died holding a claim), then the execution IDs
+-- whose lease is gone (reclaimed, released or re-granted).
+local owner, lease_ms, ack_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+
+adopt_policy(ARGV[4], ARGV[5], ARGV[6])
+reclaim()
+touch_owner(owner, lease_ms)
+redis.call('ZREMRANGEBYSCORE', K.owners, '-inf', NOW)
+
+local reply = { '0' }
+for i = 7, #ARGV, 2 do
+  local exec, fence = ARGV[i], ARGV[i + 1]
+  local h = redis.call('HGET', K.holders, exec)
+  local kept = false
+  if h then
+    local hv = parse_holder(h)
+    if hv.fence == fence and hv.owner == owner then
+      redis.call('ZADD', K.running, NOW + lease_ms, exec)
+      kept = true
+    end
+  end
+  if not kept then
+    reply[#reply + 1] = exec
+  end
+end
+
+local _, _, more = grant_waiters(ack_ms)
+local due = next_due(more)
+index_due(due)
+reply[1] = str(due)
+return reply

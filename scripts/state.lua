@@ -1,0 +1,23 @@
+-- state.lua: where one execution stands. Read-only.
+--
+-- KEYS[1..7] the action's keys (see lib.lua)
+-- ARGV[1] execution ID
+--
+-- Reply:
+--   {"waiting", seq, owner, position}   position 0 is the head of the queue
+--   {"running", fence, owner, since_ms, deadline_ms, state}
+--   {"unknown"}
+local exec = ARGV[1]
+local w = redis.call('HGET', K.waiting, exec)
+if w then
+  local wv = split(w)
+  local pos = redis.call('LPOS', K.queue, exec)
+  return { 'waiting', wv[1], wv[2], pos or -1 }
+end
+local h = redis.call('HGET', K.holders, exec)
+local deadline = redis.call('ZSCORE', K.running, exec)
+if h and deadline and tonumber(deadline) > NOW then
+  local hv = parse_holder(h)
+  return { 'running', hv.fence, hv.owner, hv.since, deadline, hv.state }
+end
+return { 'unknown' }

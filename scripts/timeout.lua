@@ -1,0 +1,42 @@
+-- timeout.lua: end a waiter whose queue timeout has passed on the Redis
+-- clock. A grant that arrived as the waiter gave up is given back.
+--
+-- KEYS[1..7] the action's keys (see lib.lua)
+-- ARGV[1] execution ID
+-- ARGV[2] seq of the waiter (its enqueue time in microseconds)
+-- ARGV[3] owner of the waiter
+-- ARGV[4] queue timeout (ms)
+-- ARGV[5] acknowledgement deadline for the grants this call hands out (ms)
+--
+-- Reply {result, ms, due}:
+--   "timedout" removed (or grant given back); counted as timed_out
+--   "early"    the deadline is ms away on the Redis clock; nothing changed
+--   "gone"     not waiting and no grant to give back; nothing changed
+-- due > 0: add the action to the sweep index at that time.
+local exec, seq, owner, timeout_ms, ack_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+
+reclaim()
+local w = redis.call('HGET', K.waiting, exec)
+local result = 'gone'
+if w then
+  local wv = split(w)
+  if wv[1] == seq and wv[2] == owner then
+    local remaining_us = tonumber(seq) + timeout_ms * 1000 - NOW_US
+    if remaining_us > 0 then
+      return { 'early', str(math.ceil(remaining_us / 1000)), '0' }
+    end
+    remove_waiter(exec, seq, owner, 't', 'timed_out')
+    result = 'timedout'
+  end
+else
+  local h = redis.call('HGET', K.holders, exec)
+  if h then
+    local hv = parse_holder(h)
+    if hv.seq == seq and hv.owner == owner and hv.state == 'g' then
+      give_back(exec, 'timed_out')
+      result = 'timedout'
+    end
+  end
+end
+local _, _, more = grant_waiters(ack_ms)
+return { result, '0', str(index_due(next_due(more))) }
