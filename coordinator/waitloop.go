@@ -93,7 +93,7 @@ func (c *Coordinator) wake(as *actionState) {
 // "<kind>:<seq>" (see scripts/lib.lua).
 type token struct {
 	kind, seq string
-	fence    int64
+	fence     int64
 }
 
 func parseToken(s string) token {
