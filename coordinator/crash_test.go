@@ -1,0 +1,228 @@
+package coordinator_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/limits"
+)
+
+// Crash tests run a real OS process (this test binary, re-executed into
+// TestCrashChild) that holds or waits for slots, and SIGKILL it.
+
+const (
+	crashLease = 1500 * time.Millisecond
+	crashAck   = 400 * time.Millisecond
+	crashSweep = 100 * time.Millisecond
+)
+
+func crashOpts(prefix string) coordinator.Options {
+	return coordinator.Options{Prefix: prefix, LeaseTTL: crashLease, AckTimeout: crashAck, SweepInterval: crashSweep}
+}
+
+// TestCrashChild is the child process; it does nothing in a normal run.
+func TestCrashChild(t *testing.T) {
+	mode := os.Getenv("BATON_CRASH_CHILD")
+	if mode == "" {
+		t.Skip("only runs as the child of a crash test")
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv("BATON_CRASH_ADDR")})
+	c, err := coordinator.New(rdb, crashOpts(os.Getenv("BATON_CRASH_PREFIX")))
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	ctx := context.Background()
+	action := os.Getenv("BATON_CRASH_ACTION")
+	n, _ := strconv.Atoi(os.Getenv("BATON_CRASH_N"))
+	switch mode {
+	case "hold":
+		for i := 0; i < n; i++ {
+			if _, err := c.EnqueueAndWait(ctx, action, fmt.Sprintf("child-hold-%d", i)); err != nil {
+				fmt.Println("error", err)
+				os.Exit(1)
+			}
+		}
+		fmt.Println("ready")
+	case "wait":
+		for i := 0; i < n; i++ {
+			go c.EnqueueAndWait(ctx, action, fmt.Sprintf("child-wait-%d", i))
+		}
+		for {
+			st, err := c.QueueStats(ctx, action)
+			if err == nil && st.QueueLength >= int64(n) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		fmt.Println("ready")
+	}
+	time.Sleep(time.Minute) // killed long before
+}
+
+type child struct {
+	cmd *exec.Cmd
+}
+
+func startChild(t *testing.T, addr, prefix, action, mode string, n int) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "BATON_CRASH_CHILD="+mode, "BATON_CRASH_ADDR="+addr,
+		"BATON_CRASH_PREFIX="+prefix, "BATON_CRASH_ACTION="+action, "BATON_CRASH_N="+strconv.Itoa(n))
+	out, err := cmd.StdoutPipe()
+	must(t, err)
+	cmd.Stderr = os.Stderr
+	must(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if line := sc.Text(); line == "ready" || strings.HasPrefix(line, "error") {
+				ready <- line
+				return
+			}
+		}
+		ready <- "exited"
+	}()
+	select {
+	case line := <-ready:
+		if line != "ready" {
+			t.Fatalf("child: %s", line)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("child not ready")
+	}
+	return &child{cmd: cmd}
+}
+
+func (ch *child) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	must(t, ch.cmd.Process.Signal(sig))
+}
+
+// crashTiers runs fn on a miniredis that follows the real clock (the child
+// connects to it over TCP) and on the real redis-server.
+func crashTiers(t *testing.T, fn func(t *testing.T, addr, prefix string)) {
+	t.Run("miniredis", func(t *testing.T) {
+		mr := miniredis.RunT(t)
+		fn(t, mr.Addr(), "baton")
+	})
+	t.Run("redis", func(t *testing.T) {
+		e := newRealEnv(t)
+		fn(t, e.addr, e.prefix)
+	})
+}
+
+func crashCoordinator(t *testing.T, addr, prefix string) *coordinator.Coordinator {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { rdb.Close() })
+	c, err := coordinator.New(rdb, crashOpts(prefix))
+	must(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitAdmitted returns how long after since the lease arrived.
+func waitAdmitted(t *testing.T, got chan *coordinator.Lease, since time.Time, bound time.Duration, what string) time.Duration {
+	t.Helper()
+	select {
+	case l := <-got:
+		d := time.Since(since)
+		t.Logf("%s: next waiter admitted %s after the kill (bound %s)", what, d.Round(time.Millisecond), bound)
+		if d > bound {
+			t.Fatalf("%s: admitted after %s, bound %s", what, d, bound)
+		}
+		must(t, l.Release(context.Background()))
+		return d
+	case <-time.After(bound + 5*time.Second):
+		t.Fatalf("%s: next waiter never admitted", what)
+	}
+	return 0
+}
+
+const slack = 700 * time.Millisecond // scheduling, -race, a loaded 2-core box
+
+// TestCrashHolder: a process holding the slot dies; the slot comes back
+// within LeaseTTL + one sweep interval and the next waiter is admitted.
+func TestCrashHolder(t *testing.T) {
+	crashTiers(t, func(t *testing.T, addr, prefix string) {
+		const a = "crash.hold"
+		c := crashCoordinator(t, addr, prefix)
+		ctx := ctxT(t)
+		must(t, c.SetConcurrencyLimit(ctx, limits.Action(a), 1))
+		ch := startChild(t, addr, prefix, a, "hold", 1)
+		got := waiters(t, c, a, "parent", 1)
+		eventually(t, 5*time.Second, "queued", func() bool { st, _ := c.QueueStats(ctx, a); return st.QueueLength == 1 })
+		ch.signal(t, syscall.SIGKILL)
+		killed := time.Now()
+		waitAdmitted(t, got, killed, crashLease+crashSweep+slack, "holder killed")
+		st, _ := c.QueueStats(ctx, a)
+		if st.TotalReclaimed != 1 {
+			t.Fatalf("want 1 reclaimed slot: %+v", st)
+		}
+	})
+}
+
+// TestCrashWaiters: a process with five waiters at the head of the queue
+// dies. The first grant goes unacknowledged; its expiry marks the process
+// dead, so the other four are skipped, not granted one by one.
+func TestCrashWaiters(t *testing.T) {
+	crashTiers(t, func(t *testing.T, addr, prefix string) {
+		const a = "crash.wait"
+		c := crashCoordinator(t, addr, prefix)
+		ctx := ctxT(t)
+		must(t, c.SetConcurrencyLimit(ctx, limits.Action(a), 1))
+		holder := holdN(t, c, a, 1)[0]
+		ch := startChild(t, addr, prefix, a, "wait", 5)
+		got := waiters(t, c, a, "parent", 1)
+		eventually(t, 5*time.Second, "queued", func() bool { st, _ := c.QueueStats(ctx, a); return st.QueueLength == 6 })
+		ch.signal(t, syscall.SIGKILL)
+		killed := time.Now()
+		must(t, holder.Release(ctx))
+		// One unacknowledged grant, then the rest are skipped at once.
+		waitAdmitted(t, got, killed, crashAck+crashSweep+slack, "waiting process killed")
+		st, _ := c.QueueStats(ctx, a)
+		if st.TotalAbandoned != 4 || st.TotalReclaimed != 1 || st.QueueLength != 0 {
+			t.Fatalf("want 1 reclaimed grant and 4 skipped waiters: %+v", st)
+		}
+	})
+}
+
+// TestCrashGrantInFlight: the waiter's process is frozen (SIGSTOP), granted
+// the slot, then killed before it could read the grant. The grant is
+// reclaimed within the acknowledgement deadline.
+func TestCrashGrantInFlight(t *testing.T) {
+	crashTiers(t, func(t *testing.T, addr, prefix string) {
+		const a = "crash.inflight"
+		c := crashCoordinator(t, addr, prefix)
+		ctx := ctxT(t)
+		must(t, c.SetConcurrencyLimit(ctx, limits.Action(a), 1))
+		holder := holdN(t, c, a, 1)[0]
+		ch := startChild(t, addr, prefix, a, "wait", 1)
+		got := waiters(t, c, a, "parent", 1)
+		eventually(t, 5*time.Second, "queued", func() bool { st, _ := c.QueueStats(ctx, a); return st.QueueLength == 2 })
+		ch.signal(t, syscall.SIGSTOP)
+		must(t, holder.Release(ctx))
+		st, err := c.ExecutionState(ctx, a, "child-wait-0")
+		must(t, err)
+		if st.Status != coordinator.StatusRunning || st.Acknowledged {
+			t.Fatalf("want the frozen child granted and unacknowledged: %+v", st)
+		}
+		ch.signal(t, syscall.SIGKILL)
+		killed := time.Now()
+		waitAdmitted(t, got, killed, crashAck+crashSweep+slack, "grant in flight")
+	})
+}
