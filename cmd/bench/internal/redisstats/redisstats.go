@@ -1,0 +1,245 @@
+// Package redisstats reads what the bench needs from Redis's INFO (command
+// counts, memory, version) and counts, on the client side, the commands and
+// round trips each bench process sends.
+//
+// On Redis 7 INFO commandstats also counts the commands a Lua script calls
+// (redis.call), so from it alone one cannot tell how many commands clients
+// sent. The bench therefore counts client commands with a go-redis hook and
+// uses the INFO diff for the rest of the picture (calls made inside scripts,
+// and a cross-check of EVALSHA and BLPOP, which scripts never call).
+package redisstats
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// CommandStats maps a command name (as INFO names it: "evalsha",
+// "config|resetstat") to its number of calls.
+type CommandStats map[string]int64
+
+// ParseCommandStats reads the text of INFO commandstats.
+func ParseCommandStats(info string) CommandStats {
+	out := CommandStats{}
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err == nil {
+					out[strings.TrimPrefix(name, "cmdstat_")] = n
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Sub returns s - before, keeping only commands whose count grew.
+func (s CommandStats) Sub(before CommandStats) CommandStats {
+	out := CommandStats{}
+	for k, v := range s {
+		if d := v - before[k]; d > 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// Total sums every count.
+func (s CommandStats) Total() int64 {
+	var n int64
+	for _, v := range s {
+		n += v
+	}
+	return n
+}
+
+// ReadCommandStats runs INFO commandstats.
+func ReadCommandStats(ctx context.Context, rdb redis.UniversalClient) (CommandStats, error) {
+	s, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return nil, fmt.Errorf("INFO commandstats: %w", err)
+	}
+	return ParseCommandStats(s), nil
+}
+
+// ParseInfoField returns one "field:value" of INFO text, or "".
+func ParseInfoField(info, field string) string {
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), field+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// UsedMemory reads used_memory from INFO memory, in bytes.
+func UsedMemory(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
+	s, err := rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, fmt.Errorf("INFO memory: %w", err)
+	}
+	v := ParseInfoField(s, "used_memory")
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("INFO memory: used_memory %q: %w", v, err)
+	}
+	return n, nil
+}
+
+// ServerVersion reads redis_version from INFO server ("" if absent).
+func ServerVersion(ctx context.Context, rdb redis.UniversalClient) string {
+	s, err := rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return ""
+	}
+	return ParseInfoField(s, "redis_version")
+}
+
+// Counts is what a Counter saw.
+type Counts struct {
+	// Commands maps a command name to how many were sent; EVALSHA and EVAL
+	// are named by script ("evalsha:enqueue") when the script is known.
+	Commands map[string]int64 `json:"commands"`
+	// RoundTrips counts single commands plus pipelines (one each).
+	RoundTrips int64 `json:"round_trips"`
+	// Connections counts connection handshakes, which are not in Commands.
+	Connections int64 `json:"connections"`
+}
+
+// Total sums every command.
+func (c Counts) Total() int64 {
+	var n int64
+	for _, v := range c.Commands {
+		n += v
+	}
+	return n
+}
+
+// Add returns the sum of c and o.
+func (c Counts) Add(o Counts) Counts {
+	out := Counts{Commands: maps.Clone(c.Commands), RoundTrips: c.RoundTrips + o.RoundTrips,
+		Connections: c.Connections + o.Connections}
+	if out.Commands == nil {
+		out.Commands = map[string]int64{}
+	}
+	for k, v := range o.Commands {
+		out.Commands[k] += v
+	}
+	return out
+}
+
+// Sub returns c - before.
+func (c Counts) Sub(before Counts) Counts {
+	out := Counts{Commands: map[string]int64{}, RoundTrips: c.RoundTrips - before.RoundTrips,
+		Connections: c.Connections - before.Connections}
+	for k, v := range c.Commands {
+		if d := v - before.Commands[k]; d != 0 {
+			out.Commands[k] = d
+		}
+	}
+	return out
+}
+
+// Counter is a go-redis hook that counts the commands and round trips one
+// client sends. It is safe for concurrent use.
+type Counter struct {
+	scripts map[string]string // SHA1 -> script name
+
+	mu     sync.Mutex
+	counts Counts
+}
+
+// NewCounter returns a Counter that names EVALSHA calls by the scripts in
+// shas (SHA1 -> name).
+func NewCounter(shas map[string]string) *Counter {
+	return &Counter{scripts: shas, counts: Counts{Commands: map[string]int64{}}}
+}
+
+// Snapshot returns a copy of the counts so far.
+func (c *Counter) Snapshot() Counts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.counts
+	out.Commands = maps.Clone(c.counts.Commands)
+	return out
+}
+
+// Name is how the Counter names a command: its lower-case name, with the
+// script's name appended for EVALSHA (by SHA1) and EVAL (by body hash).
+func (c *Counter) Name(args []any) string {
+	if len(args) == 0 {
+		return "?"
+	}
+	name := strings.ToLower(fmt.Sprint(args[0]))
+	if (name == "evalsha" || name == "evalsha_ro") && len(args) > 1 {
+		if s, ok := c.scripts[fmt.Sprint(args[1])]; ok {
+			return name + ":" + s
+		}
+	}
+	return name
+}
+
+func (c *Counter) record(cmds []redis.Cmder) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if handshake(cmds) {
+		c.counts.Connections++
+		return
+	}
+	c.counts.RoundTrips++
+	for _, cmd := range cmds {
+		c.counts.Commands[c.Name(cmd.Args())]++
+	}
+}
+
+// handshake reports whether cmds are what go-redis sends when it opens a
+// connection (HELLO, CLIENT SETINFO): counted as a connection, not as load.
+func handshake(cmds []redis.Cmder) bool {
+	for _, cmd := range cmds {
+		switch cmd.Name() {
+		case "hello", "client", "auth", "select":
+		default:
+			return false
+		}
+	}
+	return len(cmds) > 0
+}
+
+// DialHook implements redis.Hook.
+func (c *Counter) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return next(ctx, network, addr)
+	}
+}
+
+// ProcessHook implements redis.Hook: one command, one round trip.
+func (c *Counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.record([]redis.Cmder{cmd})
+		return next(ctx, cmd)
+	}
+}
+
+// ProcessPipelineHook implements redis.Hook: a pipeline is one round trip.
+func (c *Counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.record(cmds)
+		return next(ctx, cmds)
+	}
+}

@@ -1,0 +1,76 @@
+package redisstats
+
+import (
+	"context"
+	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+const sample = `# Commandstats
+cmdstat_hset:calls=10,usec=13,usec_per_call=1.30,rejected_calls=0,failed_calls=0
+cmdstat_evalsha:calls=4,usec=87,usec_per_call=21.75,rejected_calls=0,failed_calls=0
+cmdstat_config|resetstat:calls=1,usec=103,usec_per_call=103.00,rejected_calls=0,failed_calls=0
+`
+
+func TestParseCommandStats(t *testing.T) {
+	got := ParseCommandStats(sample)
+	want := CommandStats{"hset": 10, "evalsha": 4, "config|resetstat": 1}
+	if len(got) != len(want) {
+		t.Fatalf("got %v", got)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %d, want %d", k, got[k], v)
+		}
+	}
+	before := CommandStats{"hset": 4, "evalsha": 4}
+	d := got.Sub(before)
+	if d["hset"] != 6 || d["config|resetstat"] != 1 || len(d) != 2 || d.Total() != 7 {
+		t.Errorf("diff %v", d)
+	}
+}
+
+func TestParseInfoField(t *testing.T) {
+	info := "# Memory\r\nused_memory:1234\r\nused_memory_human:1.2K\r\n"
+	if got := ParseInfoField(info, "used_memory"); got != "1234" {
+		t.Errorf("got %q", got)
+	}
+	if got := ParseInfoField(info, "maxmemory"); got != "" {
+		t.Errorf("got %q", got)
+	}
+}
+
+func TestCounterCountsCommandsAndRoundTrips(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	s := redis.NewScript("return 1")
+	c := NewCounter(map[string]string{s.Hash(): "one"})
+	rdb.AddHook(c)
+	ctx := context.Background()
+	rdb.Ping(ctx) // the connection's handshake (HELLO, CLIENT SETINFO) is counted too
+	before := c.Snapshot()
+	if err := s.Load(ctx, rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb.Ping(ctx)
+	s.Run(ctx, rdb, nil)
+	rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Incr(ctx, "x")
+		p.Incr(ctx, "x")
+		return nil
+	})
+	got := c.Snapshot().Sub(before)
+	if got.RoundTrips != 4 {
+		t.Errorf("round trips %d, want 4 (load, ping, evalsha, one pipeline)", got.RoundTrips)
+	}
+	if got.Commands["evalsha:one"] != 1 || got.Commands["incr"] != 2 || got.Commands["ping"] != 1 {
+		t.Errorf("commands %v", got.Commands)
+	}
+	sum := got.Add(Counts{Commands: map[string]int64{"ping": 2}, RoundTrips: 2})
+	if sum.Commands["ping"] != 3 || sum.RoundTrips != 6 || got.Commands["ping"] != 1 {
+		t.Errorf("add %v (original %v)", sum, got)
+	}
+}
