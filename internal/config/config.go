@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -352,4 +351,3 @@ func MaskedURL(u string) string {
 	return u
 }
 
-var _ = net.SplitHostPort

@@ -1,0 +1,234 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/limits"
+)
+
+func writeFile(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "coordinator.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestDefaults(t *testing.T) {
+	c := config.Defaults()
+	if !c.Embedded() || c.HTTPAddr != "127.0.0.1:8080" || c.KeyPrefix != "baton" || c.QueueMaxLength != 100_000 ||
+		c.QueueTimeout != 5*time.Minute || c.LeaseTTL != 30*time.Second || c.SweepInterval != time.Second ||
+		c.LogFormat != "auto" || c.LogLevel.String() != "INFO" || len(c.Policies) != 0 {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if got := config.EnvName("redis.url"); got != "BATON_REDIS_URL" {
+		t.Fatal(got)
+	}
+	if got := config.EnvName("http.addr"); got != "BATON_HTTP_ADDR" {
+		t.Fatal(got)
+	}
+}
+
+func TestPrecedenceFileEnvFlag(t *testing.T) {
+	path := writeFile(t, `
+redis:
+  url: redis://file:6379/0
+http:
+  addr: 127.0.0.1:1001
+key_prefix: fromfile
+queue:
+  timeout: 1m
+log:
+  level: debug
+policies:
+  - scope: global
+    max_concurrent: 10
+  - scope: action:core.http
+    max_concurrent: unlimited
+`)
+	environ := []string{
+		"BATON_REDIS_URL=redis://env:6379/0",
+		"BATON_HTTP_ADDR=127.0.0.1:1002",
+		"BATON_QUEUE_TIMEOUT=2m",
+		"BATON_UNRELATED_THING=ignored",
+		"PATH=/bin",
+	}
+	flags := map[string]any{"redis.url": "redis://flag:6379/0"}
+
+	c, err := config.Load(config.Sources{File: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Redis.URL != "redis://file:6379/0" || c.HTTPAddr != "127.0.0.1:1001" || c.QueueTimeout != time.Minute ||
+		c.KeyPrefix != "fromfile" || c.LogLevel.String() != "DEBUG" {
+		t.Fatalf("file: %+v", c)
+	}
+	want := []config.Policy{{Scope: limits.Global(), MaxConcurrent: 10}, {Scope: limits.Action("core.http"), MaxConcurrent: limits.Unlimited}}
+	if len(c.Policies) != 2 || c.Policies[0] != want[0] || c.Policies[1] != want[1] {
+		t.Fatalf("policies: %+v", c.Policies)
+	}
+
+	c, err = config.Load(config.Sources{File: path, Environ: environ})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Redis.URL != "redis://env:6379/0" || c.HTTPAddr != "127.0.0.1:1002" || c.QueueTimeout != 2*time.Minute ||
+		c.KeyPrefix != "fromfile" {
+		t.Fatalf("file+env: %+v", c)
+	}
+
+	c, err = config.Load(config.Sources{File: path, Environ: environ, Flags: flags})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Redis.URL != "redis://flag:6379/0" || c.HTTPAddr != "127.0.0.1:1002" || c.KeyPrefix != "fromfile" {
+		t.Fatalf("file+env+flag: %+v", c)
+	}
+}
+
+func TestEnvironmentForms(t *testing.T) {
+	c, err := config.Load(config.Sources{Environ: []string{
+		"BATON_REDIS_CLUSTER_ADDRESSES=10.0.0.1:7000, 10.0.0.2:7000",
+		"BATON_POLICIES=global=3,pack:core=2,action:core.http=unlimited",
+		"BATON_REDIS_TLS_ENABLED=true",
+		"BATON_QUEUE_MAX_LENGTH=-1",
+		"BATON_SWEEP_INTERVAL=-1s",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Redis.ClusterAddresses) != 2 || c.Redis.ClusterAddresses[1] != "10.0.0.2:7000" || !c.Redis.TLS ||
+		c.QueueMaxLength != -1 || c.SweepInterval != -time.Second || c.Embedded() {
+		t.Fatalf("%+v", c)
+	}
+	if len(c.Policies) != 3 || c.Policies[1].Scope != limits.Pack("core") || c.Policies[2].MaxConcurrent != limits.Unlimited {
+		t.Fatalf("policies: %+v", c.Policies)
+	}
+}
+
+// TestValidationErrors covers every check: each error names the key and
+// the offending value.
+func TestValidationErrors(t *testing.T) {
+	ca := writeFile(t, "not a certificate")
+	cases := []struct {
+		env  string
+		want string // substrings: the key and the value
+	}{
+		{"BATON_REDIS_URL=http://x:1", `redis.url = "http://x:1"`},
+		{"BATON_REDIS_URL=redis://", `redis.url = "redis://"`},
+		{"BATON_REDIS_ADDRESS=localhost", `redis.address = "localhost"`},
+		{"BATON_REDIS_ADDRESS=localhost:99999", `redis.address = "localhost:99999"`},
+		{"BATON_REDIS_DB=-1", `redis.db = "-1"`},
+		{"BATON_REDIS_DB=x", `redis.db = "x"`},
+		{"BATON_REDIS_TLS_ENABLED=maybe", `redis.tls.enabled = "maybe"`},
+		{"BATON_REDIS_TLS_INSECURE_SKIP_VERIFY=2x", `redis.tls.insecure_skip_verify = "2x"`},
+		{"BATON_REDIS_TLS_CA_FILE=" + ca, `redis.tls.ca_file = "` + ca},
+		{"BATON_REDIS_CLUSTER_ADDRESSES=a:1,b", `redis.cluster_addresses = "a:1,b"`},
+		{"BATON_KEY_PREFIX=a{b", `key_prefix = "a{b"`},
+		{"BATON_KEY_PREFIX=", `key_prefix = ""`},
+		{"BATON_QUEUE_MAX_LENGTH=0", `queue.max_length = "0"`},
+		{"BATON_QUEUE_TIMEOUT=abc", `queue.timeout = "abc"`},
+		{"BATON_QUEUE_TIMEOUT=0s", `queue.timeout = "0s"`},
+		{"BATON_LEASE_TTL=10ms", `lease.ttl = "10ms"`},
+		{"BATON_LEASE_ACK_TIMEOUT=1ms", `lease.ack_timeout = "1ms"`},
+		{"BATON_LEASE_ACK_TIMEOUT=40s", `lease.ack_timeout = 40s`},
+		{"BATON_SWEEP_INTERVAL=0", `sweep_interval = "0"`},
+		{"BATON_COMPLETIONS_GROUP= ", `completions.group = " "`},
+		{"BATON_COMPLETIONS_CLAIM_IDLE=1ms", `completions.claim_idle = "1ms"`},
+		{"BATON_HTTP_ADDR=8080", `http.addr = "8080"`},
+		{"BATON_HTTP_ADDR=:70000", `http.addr = ":70000"`},
+		{"BATON_HTTP_MAX_BODY_BYTES=0", `http.max_body_bytes = "0"`},
+		{"BATON_LOG_LEVEL=loud", `log.level = "loud"`},
+		{"BATON_LOG_FORMAT=xml", `log.format = "xml"`},
+		{"BATON_SHUTDOWN_TIMEOUT=soon", `shutdown_timeout = "soon"`},
+		{"BATON_POLICIES=global", `policies = "global"`},
+		{"BATON_POLICIES=galaxy=3", `policies = "galaxy=3"`},
+		{"BATON_POLICIES=global=-2", `policies = "global=-2"`},
+		{"BATON_POLICIES=global=1,global=2", `policies = "global=1,global=2"`},
+	}
+	for _, tc := range cases {
+		_, err := config.Load(config.Sources{Environ: []string{tc.env}})
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error containing %s", tc.env, err, tc.want)
+		}
+	}
+
+	multi := []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"BATON_REDIS_URL=redis://a:1", "BATON_REDIS_ADDRESS=b:2"}, `redis.url = "redis://a:1" and redis.address = "b:2"`},
+		{[]string{"BATON_REDIS_ADDRESS=b:2", "BATON_REDIS_CLUSTER_ADDRESSES=c:3"}, `redis.cluster_addresses = ["c:3"]`},
+		{[]string{"BATON_REDIS_CLUSTER_ADDRESSES=c:3", "BATON_REDIS_DB=2"}, `redis.db = 2`},
+		{[]string{"BATON_LEASE_TTL=1s"}, `lease.ack_timeout = 5s: must be below lease.ttl (1s)`},
+		{[]string{"BATON_REDIS_PASSWORD=x"}, `no Redis is`},
+	}
+	for _, tc := range multi {
+		_, err := config.Load(config.Sources{Environ: tc.env})
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want an error containing %s", tc.env, err, tc.want)
+		}
+	}
+}
+
+func TestFileErrors(t *testing.T) {
+	cases := []struct{ yaml, want string }{
+		{"redis:\n  tls: true\n", `unknown key "redis.tls"`},
+		{"htp:\n  addr: x\n", `unknown key "htp.addr"`},
+		{"queue:\n  timeout: 5\n", `queue.timeout = 5`},
+		{"queue:\n  max_length: lots\n", `queue.max_length = "lots"`},
+		{"policies:\n  - scope: pack:core\n    max: 3\n", `unknown key "max"`},
+		{"policies:\n  - scope: action:nodot\n    max_concurrent: 3\n", `scope "action:nodot"`},
+		{"policies: 3\n", `policies = 3`},
+		{"redis: [\n", `config file`},
+	}
+	for _, tc := range cases {
+		_, err := config.Load(config.Sources{File: writeFile(t, tc.yaml)})
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want an error containing %s", tc.yaml, err, tc.want)
+		}
+	}
+	if _, err := config.Load(config.Sources{File: filepath.Join(t.TempDir(), "missing.yaml")}); !errors.Is(err, config.ErrInvalid) {
+		t.Errorf("missing file: %v", err)
+	}
+	if _, err := config.Load(config.Sources{Flags: map[string]any{"nope": "x"}}); !errors.Is(err, config.ErrInvalid) {
+		t.Errorf("unknown flag key: %v", err)
+	}
+}
+
+func TestRedisClient(t *testing.T) {
+	c, err := config.Load(config.Sources{Environ: []string{"BATON_REDIS_URL=redis://u:secret@127.0.0.1:6390/3", "BATON_REDIS_DB=4"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := c.NewRedisClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	if got := config.MaskedURL(c.Redis.URL); got != "redis://u:***@127.0.0.1:6390/3" {
+		t.Fatal(got)
+	}
+	c, err = config.Load(config.Sources{Environ: []string{"BATON_REDIS_CLUSTER_ADDRESSES=127.0.0.1:7000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb, err = c.NewRedisClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb.Close()
+	if n, err := config.ParseLimit("unlimited"); err != nil || n != limits.Unlimited {
+		t.Fatal(n, err)
+	}
+	if _, err := config.ParseLimit("-5"); err == nil {
+		t.Fatal("ParseLimit(-5) succeeded")
+	}
+}
