@@ -350,4 +350,3 @@ func MaskedURL(u string) string {
 	}
 	return u
 }
-
