@@ -1,0 +1,117 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/cmd/bench/internal/redisstats"
+	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/scripts"
+)
+
+// CheckLoopback refuses a Redis URL whose host is not a loopback address:
+// the bench floods what it points at, and is meant for a local server.
+func CheckLoopback(redisURL string) error {
+	u, err := url.Parse(redisURL)
+	if err != nil {
+		return fmt.Errorf("--redis %q: %w", redisURL, err)
+	}
+	if u.Scheme != "redis" {
+		return fmt.Errorf("--redis %q: want redis://host:port", redisURL)
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("--redis %q: only loopback addresses (127.0.0.0/8, ::1, localhost) are allowed", redisURL)
+	}
+	return nil
+}
+
+// ScriptNames maps the SHA1 of every Baton script to its name, so that a
+// Counter names EVALSHA calls ("evalsha:enqueue").
+func ScriptNames() map[string]string {
+	named := map[string]*redis.Script{
+		"enqueue": scripts.Enqueue, "release": scripts.Release, "ack": scripts.Ack, "cancel": scripts.Cancel,
+		"timeout": scripts.Timeout, "renew": scripts.Renew, "sweep": scripts.Sweep,
+		"apply_policy": scripts.ApplyPolicy, "stats": scripts.Stats, "state": scripts.State,
+		"claim_due": scripts.ClaimDue,
+	}
+	out := map[string]string{}
+	for name, s := range named {
+		out[s.Hash()] = name
+	}
+	return out
+}
+
+// Connect opens a client on redisURL with a pool of poolSize connections and
+// a Counter hooked in.
+func Connect(redisURL string, poolSize int) (*redis.Client, *redisstats.Counter, error) {
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--redis %q: %w", redisURL, err)
+	}
+	opts.PoolSize = poolSize
+	opts.ReadTimeout = 10 * time.Second // above the coordinator's 1s BLPOP rounds
+	rdb := redis.NewClient(opts)
+	counter := redisstats.NewCounter(ScriptNames())
+	rdb.AddHook(counter)
+	return rdb, counter, nil
+}
+
+// CoordinatorOptions are the Coordinator settings a bench process uses.
+type CoordinatorOptions struct {
+	Prefix        string        `json:"prefix"`
+	LeaseTTL      time.Duration `json:"lease_ttl"`
+	AckTimeout    time.Duration `json:"ack_timeout"`
+	SweepInterval time.Duration `json:"sweep_interval"`
+	// MaxWaitConns bounds blocking connections (0: the Coordinator's default).
+	MaxWaitConns int `json:"max_wait_conns"`
+}
+
+// NewCoordinator starts a Coordinator on rdb, loads the policies and the
+// scripts, so that the first admission neither runs on stale limits nor
+// pays for a script load.
+func NewCoordinator(ctx context.Context, rdb *redis.Client, o CoordinatorOptions) (*coordinator.Coordinator, error) {
+	c, err := coordinator.New(rdb, coordinator.Options{
+		Prefix:         o.Prefix,
+		LeaseTTL:       o.LeaseTTL,
+		AckTimeout:     o.AckTimeout,
+		SweepInterval:  o.SweepInterval,
+		MaxWaitConns:   o.MaxWaitConns,
+		MaxQueueLength: -1,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Policies(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := c.Ready(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// PoolSize is the connection pool a process with n clients on a actions
+// needs: one per client, one blocking connection per action, and spare.
+func PoolSize(clients, actions int) int { return clients + actions + 8 }
+
+// Host returns the host:port of a redis:// URL.
+func Host(redisURL string) string {
+	u, err := url.Parse(redisURL)
+	if err != nil {
+		return redisURL
+	}
+	return strings.TrimPrefix(u.Host, "//")
+}

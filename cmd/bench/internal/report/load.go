@@ -1,0 +1,68 @@
+package report
+
+import (
+	"time"
+
+	"github.com/batonhq/baton/cmd/bench/internal/metrics"
+	"github.com/batonhq/baton/cmd/bench/internal/redisstats"
+)
+
+// NewLoad turns a run's summary and Redis counts into a Load. client are the
+// commands the bench processes sent; info is the INFO commandstats
+// difference (nil when unavailable, as on miniredis).
+func NewLoad(limiter string, s metrics.Summary, client redisstats.Counts, info redisstats.CommandStats, failures map[string]int) *Load {
+	l := &Load{
+		Limiter:            limiter,
+		AdmittedPerS:       s.AdmittedPerS,
+		WaitP50Ms:          ms(s.WaitP50),
+		WaitP99Ms:          ms(s.WaitP99),
+		HandoffP50Ms:       ms(s.HandoffP50),
+		HandoffP99Ms:       ms(s.HandoffP99),
+		Handoffs:           s.Handoffs,
+		MaxConcurrencySeen: s.MaxConcurrency,
+		LimitViolations:    s.LimitViolations,
+		FIFOInversions:     s.FIFOInversions,
+		Lost:               s.Lost,
+		Planned:            s.Planned,
+		Admitted:           s.Admitted,
+		Finished:           s.Finished,
+		WallS:              s.Wall.Seconds(),
+		Failures:           failures,
+	}
+	if len(failures) == 0 {
+		l.Failures = nil
+	}
+	if s.Admitted == 0 {
+		return l
+	}
+	n := float64(s.Admitted)
+	l.RedisCmdsPerAdmission = float64(client.Total()) / n
+	l.RoundTripsPerAdmission = float64(client.RoundTrips) / n
+	l.CommandsPerAdmission = map[string]float64{}
+	for k, v := range client.Commands {
+		l.CommandsPerAdmission[k] = float64(v) / n
+	}
+	l.FastAdmissions, l.RoundTripsPerQueuedAdmission = splitAdmissions(s.Admitted, client)
+	if info != nil {
+		l.Commandstats = info
+		l.RedisCallsPerAdmission = float64(info.Total()) / n
+	}
+	return l
+}
+
+// splitAdmissions attributes round trips to the two kinds of admission.
+// Every queued admission is acknowledged once (evalsha:ack), so the rest were
+// fast. A fast admission costs its enqueue round trip; every other round
+// trip except releases is charged to the queued admissions.
+func splitAdmissions(admitted int, c redisstats.Counts) (fast int, perQueued float64) {
+	queued := int(c.Commands["evalsha:ack"] + c.Commands["eval:ack"])
+	fast = max(0, admitted-queued)
+	if queued == 0 {
+		return fast, 0
+	}
+	releases := c.Commands["evalsha:release"] + c.Commands["eval:release"]
+	rest := c.RoundTrips - releases - int64(fast)
+	return fast, float64(rest) / float64(queued)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

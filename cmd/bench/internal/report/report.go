@@ -1,0 +1,258 @@
+// Package report holds the bench's result: one JSON object (--json) or a
+// short human table, with the same figures.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/batonhq/baton/cmd/bench/internal/calibrate"
+	"github.com/batonhq/baton/cmd/bench/internal/workload"
+)
+
+// Report is the result of one bench run. Fields of other modes are omitted.
+type Report struct {
+	Mode string `json:"mode"`
+	// Target says what was measured: a Redis version and address, or miniredis.
+	Target       string `json:"target"`
+	RedisVersion string `json:"redis_version,omitempty"`
+	// Miniredis is true when the figures are not Redis figures.
+	Miniredis bool               `json:"miniredis"`
+	Workload  *workload.Workload `json:"workload,omitempty"`
+
+	*Load
+
+	Calibration           *calibrate.Result `json:"calibration,omitempty"`
+	CeilingAdmissionsPerS float64           `json:"ceiling_admissions_per_s,omitempty"`
+	Efficiency            float64           `json:"efficiency,omitempty"`
+	// WorkBoundAdmissionsPerS is actions x limit / mean work: what the
+	// workload allows even with an infinitely fast coordinator.
+	WorkBoundAdmissionsPerS float64 `json:"work_bound_admissions_per_s,omitempty"`
+
+	Baseline *Load `json:"baseline_polling,omitempty"`
+
+	Memory *Memory `json:"memory,omitempty"`
+	Sweep  *Sweep  `json:"sweep,omitempty"`
+	Crash  *Crash  `json:"crash,omitempty"`
+
+	// Failed lists the promises broken in this run; the exit code is non-zero when it is not empty.
+	Failed []string `json:"failed,omitempty"`
+	Notes  []string `json:"notes,omitempty"`
+}
+
+// Load is what one load run measured (Baton or the polling baseline).
+type Load struct {
+	Limiter            string  `json:"limiter"`
+	AdmittedPerS       float64 `json:"admitted_per_s"`
+	WaitP50Ms          float64 `json:"wait_p50_ms"`
+	WaitP99Ms          float64 `json:"wait_p99_ms"`
+	HandoffP50Ms       float64 `json:"handoff_p50_ms"`
+	HandoffP99Ms       float64 `json:"handoff_p99_ms"`
+	Handoffs           int     `json:"handoffs"`
+	MaxConcurrencySeen int     `json:"max_concurrency_seen"`
+	LimitViolations    int     `json:"limit_violations"`
+	FIFOInversions     int64   `json:"fifo_inversions"`
+	Lost               int     `json:"lost"`
+	Planned            int     `json:"planned"`
+	Admitted           int     `json:"admitted"`
+	Finished           int     `json:"finished"`
+	WallS              float64 `json:"wall_s"`
+
+	// RedisCmdsPerAdmission counts the commands clients sent per admission,
+	// release included (client-side count; see package redisstats).
+	RedisCmdsPerAdmission float64 `json:"redis_cmds_per_admission"`
+	// RoundTripsPerAdmission counts round trips per admission, release included.
+	RoundTripsPerAdmission float64 `json:"round_trips_per_admission"`
+	// FastAdmissions found a free slot (no grant to acknowledge);
+	// RoundTripsPerFastAdmission is 1 by construction (the enqueue script).
+	FastAdmissions int `json:"fast_admissions"`
+	// RoundTripsPerQueuedAdmission charges every round trip that is neither
+	// a release nor a fast admission's enqueue to the queued admissions:
+	// enqueue, BLPOP, acknowledgement, and the amortised heartbeats, wake-ups,
+	// sweep-index updates and policy checks.
+	RoundTripsPerQueuedAdmission float64 `json:"round_trips_per_queued_admission,omitempty"`
+	// CommandsPerAdmission breaks RedisCmdsPerAdmission down by command.
+	CommandsPerAdmission map[string]float64 `json:"commands_per_admission,omitempty"`
+	// RedisCallsPerAdmission is the INFO commandstats difference per
+	// admission: client commands plus every redis.call inside scripts.
+	RedisCallsPerAdmission float64 `json:"redis_calls_per_admission_incl_scripts,omitempty"`
+	// Commandstats is the INFO commandstats difference over the run.
+	Commandstats map[string]int64 `json:"commandstats,omitempty"`
+	// Failures counts the errors clients saw, by message.
+	Failures map[string]int `json:"failures,omitempty"`
+}
+
+// Memory is the result of --mode memory.
+type Memory struct {
+	Queued         int     `json:"queued"`
+	IDBytes        int     `json:"id_bytes"`
+	UsedBefore     int64   `json:"used_memory_before"`
+	UsedAfter      int64   `json:"used_memory_after"`
+	BytesPerQueued float64 `json:"bytes_per_queued"`
+	FillS          float64 `json:"fill_s"`
+	// Enqueue1000Ms is how long 1,000 concurrent EnqueueAndWait calls on one
+	// action took until all 1,000 were in the queue.
+	Enqueue1000Ms float64 `json:"enqueue_1000_ms"`
+	// KeyBytes is MEMORY USAGE of each per-action key after the fill.
+	KeyBytes map[string]int64 `json:"key_bytes,omitempty"`
+}
+
+// Sweep is the result of --mode sweep.
+type Sweep struct {
+	IdleActions int     `json:"idle_actions"`
+	Queued      int     `json:"queued"`
+	FillS       float64 `json:"fill_s"`
+	// IdleMs are the durations of passes with nothing due.
+	IdleMs []float64 `json:"idle_pass_ms"`
+	// DueMs are the durations of passes with Due actions due.
+	DueMs []float64 `json:"due_pass_ms"`
+	Due   int       `json:"due_actions"`
+	// DueVisited, DueReclaimed and DueGranted are what the due passes did, summed.
+	DueVisited   int `json:"due_visited"`
+	DueReclaimed int `json:"due_reclaimed"`
+	DueGranted   int `json:"due_granted"`
+}
+
+// Crash is the result of --mode crash.
+type Crash struct {
+	Victim          int     `json:"victim_process"`
+	KillWhen        string  `json:"kill_when"`
+	KilledAtS       float64 `json:"killed_at_s"`
+	VictimHolding   int     `json:"victim_holding"`
+	VictimWaiting   int     `json:"victim_waiting"`
+	HeldRecoveryS   float64 `json:"held_slots_recovery_s"`
+	HeldBoundS      float64 `json:"held_slots_bound_s"`
+	WaiterRecoveryS float64 `json:"dead_waiters_recovery_s"`
+	WaiterBoundS    float64 `json:"dead_waiters_bound_s"`
+	WithinBounds    bool    `json:"within_bounds"`
+	Reclaimed       int64   `json:"reclaimed"`
+	Abandoned       int64   `json:"abandoned"`
+	SurvivorsLost   int     `json:"survivors_lost"`
+	LeaseTTLS       float64 `json:"lease_ttl_s"`
+	AckTimeoutS     float64 `json:"ack_timeout_s"`
+	SweepIntervalS  float64 `json:"sweep_interval_s"`
+}
+
+// WriteJSON writes r as one JSON object.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteTable writes r for people.
+func (r *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "baton bench: mode %s against %s\n", r.Mode, r.Target)
+	if r.Workload != nil {
+		wl := r.Workload
+		fmt.Fprintf(tw, "workload: --actions %d --limit %d --executions %d --clients %d --work %s --processes %d\n",
+			wl.Actions, wl.Limit, wl.Executions, wl.Clients, wl.Work, wl.Processes)
+	}
+	fmt.Fprintln(tw)
+	if r.Load != nil {
+		cols := []*Load{r.Load}
+		if r.Baseline != nil {
+			cols = append(cols, r.Baseline)
+		}
+		writeLoads(tw, cols)
+		if r.Calibration != nil {
+			c := r.Calibration
+			fmt.Fprintf(tw, "\ncalibration (%d clients)\tPING %.0f/s\tEVALSHA %.0f/s\n", c.Clients, c.PingPerS, c.EvalshaPerS)
+			fmt.Fprintf(tw, "ceiling_admissions_per_s\t%.0f\t(EVALSHA/s / cmds per admission)\n", r.CeilingAdmissionsPerS)
+			fmt.Fprintf(tw, "efficiency\t%.2f\t(admitted_per_s / ceiling)\n", r.Efficiency)
+		}
+		if r.WorkBoundAdmissionsPerS > 0 {
+			fmt.Fprintf(tw, "work_bound_admissions_per_s\t%.0f\t(actions x limit / mean work)\n", r.WorkBoundAdmissionsPerS)
+		}
+	}
+	if m := r.Memory; m != nil {
+		fmt.Fprintf(tw, "queued\t%d\t(%d-byte IDs, filled in %.2fs)\n", m.Queued, m.IDBytes, m.FillS)
+		fmt.Fprintf(tw, "used_memory\t%d -> %d\n", m.UsedBefore, m.UsedAfter)
+		fmt.Fprintf(tw, "bytes_per_queued\t%.1f\t(target <= 150)\n", m.BytesPerQueued)
+		for _, k := range slices.Sorted(maps.Keys(m.KeyBytes)) {
+			fmt.Fprintf(tw, "  MEMORY USAGE %s\t%d\n", k, m.KeyBytes[k])
+		}
+		fmt.Fprintf(tw, "enqueue_1000_ms\t%.1f\t(1,000 concurrent EnqueueAndWait on one action, until all queued)\n", m.Enqueue1000Ms)
+	}
+	if s := r.Sweep; s != nil {
+		fmt.Fprintf(tw, "fixture\t%d idle actions, %d queued, filled in %.1fs\n", s.IdleActions, s.Queued, s.FillS)
+		fmt.Fprintf(tw, "pass, nothing due (ms)\t%s\n", floats(s.IdleMs))
+		fmt.Fprintf(tw, "pass, %d due (ms)\t%s\t(visited %d, reclaimed %d, granted %d)\n", s.Due, floats(s.DueMs), s.DueVisited, s.DueReclaimed, s.DueGranted)
+	}
+	if c := r.Crash; c != nil {
+		fmt.Fprintf(tw, "\nkilled process %d at %.2fs (%s): it held %d slots and had %d waiters\n", c.Victim, c.KilledAtS, c.KillWhen, c.VictimHolding, c.VictimWaiting)
+		fmt.Fprintf(tw, "held slots back after\t%.2fs\t(bound %.2fs: lease TTL + sweep interval + margin)\n", c.HeldRecoveryS, c.HeldBoundS)
+		fmt.Fprintf(tw, "dead waiters gone after\t%.2fs\t(bound %.2fs: lease TTL + ack timeout + sweep interval + margin)\n", c.WaiterRecoveryS, c.WaiterBoundS)
+		fmt.Fprintf(tw, "within bounds\t%v\treclaimed %d, abandoned %d, survivors lost %d\n", c.WithinBounds, c.Reclaimed, c.Abandoned, c.SurvivorsLost)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(tw, "\nnote: %s", n)
+	}
+	if len(r.Notes) > 0 {
+		fmt.Fprintln(tw)
+	}
+	if len(r.Failed) > 0 {
+		fmt.Fprintf(tw, "\nFAILED: %s\n", strings.Join(r.Failed, "; "))
+	}
+	return tw.Flush()
+}
+
+func writeLoads(tw io.Writer, cols []*Load) {
+	row := func(name string, f func(l *Load) string) {
+		fmt.Fprintf(tw, "%s", name)
+		for _, l := range cols {
+			fmt.Fprintf(tw, "\t%s", f(l))
+		}
+		fmt.Fprintln(tw)
+	}
+	row("", func(l *Load) string { return l.Limiter })
+	row("admitted_per_s", func(l *Load) string { return fmt.Sprintf("%.0f", l.AdmittedPerS) })
+	row("wait_p50_ms / p99", func(l *Load) string { return fmt.Sprintf("%.2f / %.2f", l.WaitP50Ms, l.WaitP99Ms) })
+	row("handoff_p50_ms / p99", func(l *Load) string { return fmt.Sprintf("%.2f / %.2f", l.HandoffP50Ms, l.HandoffP99Ms) })
+	row("handoffs", func(l *Load) string { return fmt.Sprint(l.Handoffs) })
+	row("max_concurrency_seen", func(l *Load) string { return fmt.Sprint(l.MaxConcurrencySeen) })
+	row("limit_violations", func(l *Load) string { return fmt.Sprint(l.LimitViolations) })
+	row("fifo_inversions", func(l *Load) string { return fmt.Sprint(l.FIFOInversions) })
+	row("lost", func(l *Load) string { return fmt.Sprintf("%d of %d", l.Lost, l.Planned) })
+	row("redis_cmds_per_admission", func(l *Load) string { return fmt.Sprintf("%.2f", l.RedisCmdsPerAdmission) })
+	row("round_trips_per_admission", func(l *Load) string { return fmt.Sprintf("%.2f", l.RoundTripsPerAdmission) })
+	row("  queued admission (excl. release)", func(l *Load) string {
+		if l.FastAdmissions == l.Admitted {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f (fast: 1, %d of %d)", l.RoundTripsPerQueuedAdmission, l.FastAdmissions, l.Admitted)
+	})
+	row("redis calls incl. scripts", func(l *Load) string {
+		if l.RedisCallsPerAdmission == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", l.RedisCallsPerAdmission)
+	})
+	row("wall_s", func(l *Load) string { return fmt.Sprintf("%.2f", l.WallS) })
+	for _, l := range cols {
+		if len(l.CommandsPerAdmission) > 0 {
+			var parts []string
+			for _, k := range slices.Sorted(maps.Keys(l.CommandsPerAdmission)) {
+				parts = append(parts, fmt.Sprintf("%s %.2f", k, l.CommandsPerAdmission[k]))
+			}
+			fmt.Fprintf(tw, "%s commands per admission: %s\n", l.Limiter, strings.Join(parts, ", "))
+		}
+		for msg, n := range l.Failures {
+			fmt.Fprintf(tw, "%s errors: %d x %s\n", l.Limiter, n, msg)
+		}
+	}
+}
+
+func floats(v []float64) string {
+	parts := make([]string, len(v))
+	for i, f := range v {
+		parts[i] = fmt.Sprintf("%.2f", f)
+	}
+	return strings.Join(parts, " ")
+}
