@@ -1,0 +1,349 @@
+// Package httpapi is the coordinator daemon's HTTP API: queue statistics,
+// execution state, cancel, policies, health and metrics, as JSON.
+// docs/api.md documents every endpoint.
+//
+// Errors are {"error": "...", "code": "..."} with 400 (bad input), 401
+// (missing or wrong bearer token), 404 (unknown), 409 (conflict), 413 (body
+// too large) or 503 (Redis unreachable).
+package httpapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/limits"
+)
+
+// Options configure the API handler.
+type Options struct {
+	// Coordinator serves every request. Required.
+	Coordinator *coordinator.Coordinator
+	// AuthToken, when set, must come as "Authorization: Bearer <token>" on
+	// every mutating request (PUT, POST, DELETE).
+	AuthToken string
+	// MaxBodyBytes bounds request bodies. Defaults to 64 KiB.
+	MaxBodyBytes int64
+	// Metrics serves GET /metrics; nil means 404.
+	Metrics http.Handler
+	// Logger receives request errors. Defaults to discarding.
+	Logger *slog.Logger
+	// Version is reported by GET /healthz.
+	Version string
+}
+
+type api struct {
+	c    *coordinator.Coordinator
+	opts Options
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+// New returns the API handler.
+func New(opts Options) http.Handler {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 64 << 10
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &api{c: opts.Coordinator, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	a.mux.HandleFunc("GET /healthz", a.healthz)
+	a.mux.HandleFunc("GET /readyz", a.readyz)
+	if opts.Metrics != nil {
+		a.mux.Handle("GET /metrics", opts.Metrics)
+	}
+	a.mux.HandleFunc("GET /api/v1/actions", a.listActions)
+	a.mux.HandleFunc("GET /api/v1/actions/{ref}/queue-stats", a.queueStats)
+	a.mux.HandleFunc("GET /api/v1/actions/{ref}/executions/{id}", a.executionState)
+	a.mux.HandleFunc("POST /api/v1/actions/{ref}/executions/{id}/cancel", a.mutating(a.cancel))
+	a.mux.HandleFunc("GET /api/v1/policies", a.listPolicies)
+	a.mux.HandleFunc("GET /api/v1/policies/{scope}", a.getPolicy)
+	a.mux.HandleFunc("PUT /api/v1/policies/{scope}", a.mutating(a.putPolicy))
+	a.mux.HandleFunc("DELETE /api/v1/policies/{scope}", a.mutating(a.deletePolicy))
+	return a
+}
+
+// ServeHTTP routes the request; requests that match no route (404) or no
+// method of a route (405) get the JSON error shape too.
+func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := a.mux.Handler(r)
+	if pattern != "" {
+		a.mux.ServeHTTP(w, r) // sets the path values
+		return
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	if allow := rec.Header().Get("Allow"); allow != "" {
+		w.Header().Set("Allow", allow)
+	}
+	code := "not_found"
+	if rec.Code == http.StatusMethodNotAllowed {
+		code = "method_not_allowed"
+	}
+	writeError(w, rec.Code, code, fmt.Sprintf("%s %s: %s", r.Method, r.URL.Path, strings.ToLower(http.StatusText(rec.Code))))
+}
+
+// apiError is an error with its HTTP status and code.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &apiError{http.StatusBadRequest, "invalid_argument", fmt.Sprintf(format, args...)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg, "code": code})
+}
+
+// fail maps an error to its status: the API's own errors carry theirs;
+// ErrInvalidArgument is 400; anything else from the coordinator means Redis
+// could not be used: 503.
+func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var ae *apiError
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &ae):
+		writeError(w, ae.status, ae.code, ae.msg)
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large",
+			fmt.Sprintf("request body over %d bytes", tooBig.Limit))
+	case errors.Is(err, coordinator.ErrInvalidArgument), errors.Is(err, limits.ErrInvalid):
+		writeError(w, http.StatusBadRequest, "invalid_argument", err.Error())
+	default:
+		a.log.Warn("http: redis unavailable", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Any("error", err))
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "redis unavailable: "+err.Error())
+	}
+}
+
+// mutating requires the bearer token, when one is configured, and bounds
+// the request body.
+func (a *api) mutating(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.opts.AuthToken != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.opts.AuthToken)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="baton"`)
+				writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
+				return
+			}
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, a.opts.MaxBodyBytes)
+		h(w, r)
+	}
+}
+
+func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": a.opts.Version})
+}
+
+func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if err := a.c.Ready(ctx); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (a *api) queueStats(w http.ResponseWriter, r *http.Request) {
+	st, err := a.c.QueueStats(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, NewQueueStats(st))
+}
+
+// listActions pages through known actions: ?cursor= (0 first) and ?count=
+// (a hint, 1..1000, default 100); next_cursor is 0 on the last page.
+func (a *api) listActions(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	cursor, err := queryUint(q.Get("cursor"), 0)
+	if err != nil {
+		a.fail(w, r, badRequest("cursor %q: want a whole number >= 0", q.Get("cursor")))
+		return
+	}
+	count, err := queryUint(q.Get("count"), 100)
+	if err != nil || count < 1 || count > 1000 {
+		a.fail(w, r, badRequest("count %q: want a whole number from 1 to 1000", q.Get("count")))
+		return
+	}
+	refs, next, err := a.c.Actions(r.Context(), cursor, int64(count))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := ActionPage{Actions: []QueueStats{}, NextCursor: next}
+	seen := map[string]bool{}
+	for _, ref := range refs {
+		if seen[ref] || limits.ValidateRef(ref) != nil {
+			continue
+		}
+		seen[ref] = true
+		st, err := a.c.QueueStats(r.Context(), ref)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		out.Actions = append(out.Actions, NewQueueStats(st))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func queryUint(s string, def uint64) (uint64, error) {
+	if s == "" {
+		return def, nil
+	}
+	return strconv.ParseUint(s, 10, 64)
+}
+
+func (a *api) executionState(w http.ResponseWriter, r *http.Request) {
+	st, err := a.c.ExecutionState(r.Context(), r.PathValue("ref"), r.PathValue("id"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, NewExecutionState(st))
+}
+
+func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
+	ref, id := r.PathValue("ref"), r.PathValue("id")
+	removed, err := a.c.CancelExecution(r.Context(), ref, id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if !removed {
+		a.fail(w, r, &apiError{http.StatusConflict, "not_waiting",
+			fmt.Sprintf("execution %s of %s is not waiting (unknown, running or already ended)", id, ref)})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"action": ref, "execution_id": id, "canceled": true})
+}
+
+func parseScope(r *http.Request) (limits.Scope, error) {
+	text := r.PathValue("scope")
+	s, err := limits.ParseScope(text)
+	if err != nil {
+		return limits.Scope{}, badRequest("scope %q: want global, pack:NAME or action:REF (%v)", text, err)
+	}
+	return s, nil
+}
+
+func (a *api) listPolicies(w http.ResponseWriter, r *http.Request) {
+	p, err := a.c.Policies(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := struct {
+		Policies []Policy `json:"policies"`
+		Version  int64    `json:"version"`
+	}{Policies: []Policy{}, Version: p.Version}
+	for s, n := range p.Limits {
+		out.Policies = append(out.Policies, Policy{Scope: s.String(), MaxConcurrent: n})
+	}
+	sortPolicies(out.Policies)
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *api) getPolicy(w http.ResponseWriter, r *http.Request) {
+	scope, err := parseScope(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p, err := a.c.Policies(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	n, ok := p.Limits[scope]
+	if !ok {
+		a.fail(w, r, &apiError{http.StatusNotFound, "not_found", fmt.Sprintf("no policy set on %s", scope)})
+		return
+	}
+	writeJSON(w, http.StatusOK, Policy{Scope: scope.String(), MaxConcurrent: n})
+}
+
+func (a *api) putPolicy(w http.ResponseWriter, r *http.Request) {
+	scope, err := parseScope(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var body struct {
+		MaxConcurrent *int `json:"max_concurrent"`
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			a.fail(w, r, err)
+			return
+		}
+		a.fail(w, r, badRequest("body: want {\"max_concurrent\": N}: %v", err))
+		return
+	}
+	if body.MaxConcurrent == nil {
+		a.fail(w, r, badRequest("body: max_concurrent is missing"))
+		return
+	}
+	if err := limits.ValidateLimit(*body.MaxConcurrent); err != nil {
+		a.fail(w, r, badRequest("max_concurrent = %d: want a count >= 0, or -1 (unlimited)", *body.MaxConcurrent))
+		return
+	}
+	if err := a.c.SetConcurrencyLimit(r.Context(), scope, *body.MaxConcurrent); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Policy{Scope: scope.String(), MaxConcurrent: *body.MaxConcurrent})
+}
+
+func (a *api) deletePolicy(w http.ResponseWriter, r *http.Request) {
+	scope, err := parseScope(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p, err := a.c.Policies(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if _, ok := p.Limits[scope]; !ok {
+		a.fail(w, r, &apiError{http.StatusNotFound, "not_found", fmt.Sprintf("no policy set on %s", scope)})
+		return
+	}
+	if err := a.c.ClearConcurrencyLimit(r.Context(), scope); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

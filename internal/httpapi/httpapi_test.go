@@ -1,0 +1,224 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/internal/httpapi"
+	"github.com/batonhq/baton/internal/metrics"
+)
+
+const token = "s3cret"
+
+type fixture struct {
+	t   *testing.T
+	mr  *miniredis.Miniredis
+	c   *coordinator.Coordinator
+	srv *httptest.Server
+}
+
+func newFixture(t *testing.T) *fixture {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Second})
+	t.Cleanup(func() { rdb.Close() })
+	c, err := coordinator.New(rdb, coordinator.Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	log := slog.New(slog.DiscardHandler)
+	h := httpapi.New(httpapi.Options{Coordinator: c, AuthToken: token, MaxBodyBytes: 1024,
+		Metrics: metrics.New(c, log).Handler(), Logger: log, Version: "test"})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &fixture{t: t, mr: mr, c: c, srv: srv}
+}
+
+// do sends a request and checks its status; it returns the decoded JSON
+// body (nil when empty) and the raw body.
+func (f *fixture) do(method, path, auth, body string, want int) (map[string]any, string) {
+	f.t.Helper()
+	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", "Bearer "+auth)
+	}
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		f.t.Fatalf("%s %s: status %d, want %d; body %s", method, path, resp.StatusCode, want, raw)
+	}
+	var m map[string]any
+	if len(raw) > 0 && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(raw, &m); err != nil {
+			f.t.Fatalf("%s %s: body %s: %v", method, path, raw, err)
+		}
+	}
+	return m, string(raw)
+}
+
+// doErr checks an error response: its status and code.
+func (f *fixture) doErr(method, path, auth, body string, want int, code string) {
+	f.t.Helper()
+	m, raw := f.do(method, path, auth, body, want)
+	if m["code"] != code || m["error"] == "" || m["error"] == nil {
+		f.t.Fatalf("%s %s: body %s, want code %q and an error message", method, path, raw, code)
+	}
+}
+
+func TestHealthAndRouting(t *testing.T) {
+	f := newFixture(t)
+	if m, _ := f.do("GET", "/healthz", "", "", 200); m["status"] != "ok" {
+		t.Fatal(m)
+	}
+	if m, _ := f.do("GET", "/readyz", "", "", 200); m["status"] != "ready" {
+		t.Fatal(m)
+	}
+	f.doErr("GET", "/nothing/here", "", "", 404, "not_found")
+	f.doErr("DELETE", "/healthz", token, "", 405, "method_not_allowed")
+}
+
+func TestPolicies(t *testing.T) {
+	f := newFixture(t)
+	path := "/api/v1/policies/action:core.http"
+	f.doErr("PUT", path, "", `{"max_concurrent": 1}`, 401, "unauthorized")
+	f.doErr("PUT", path, "wrong", `{"max_concurrent": 1}`, 401, "unauthorized")
+	if m, _ := f.do("PUT", path, token, `{"max_concurrent": 1}`, 200); m["max_concurrent"] != 1.0 || m["scope"] != "action:core.http" {
+		t.Fatal(m)
+	}
+	if m, _ := f.do("GET", path, "", "", 200); m["max_concurrent"] != 1.0 {
+		t.Fatal(m)
+	}
+	if m, _ := f.do("GET", "/api/v1/policies", "", "", 200); len(m["policies"].([]any)) != 1 {
+		t.Fatal(m)
+	}
+	f.doErr("GET", "/api/v1/policies/pack:nope", "", "", 404, "not_found")
+	f.doErr("GET", "/api/v1/policies/galaxy", "", "", 400, "invalid_argument")
+	f.doErr("PUT", path, token, `{"max_concurrent": -5}`, 400, "invalid_argument")
+	f.doErr("PUT", path, token, `{}`, 400, "invalid_argument")
+	f.doErr("PUT", path, token, `{"max_concurrent": 1, "colour": "red"}`, 400, "invalid_argument")
+	f.doErr("PUT", path, token, `not json`, 400, "invalid_argument")
+	f.doErr("PUT", path, token, `{"max_concurrent": 1, "pad": "`+strings.Repeat("x", 2000)+`"}`, 413, "body_too_large")
+	f.doErr("DELETE", path, "", "", 401, "unauthorized")
+	f.do("DELETE", path, token, "", 204)
+	f.doErr("DELETE", path, token, "", 404, "not_found")
+	f.do("PUT", "/api/v1/policies/global", token, `{"max_concurrent": -1}`, 200)
+}
+
+func TestQueueStatsExecutionsAndCancel(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f.do("PUT", "/api/v1/policies/action:core.http", token, `{"max_concurrent": 1}`, 200)
+	if _, err := f.c.EnqueueAndWait(ctx, "core.http", "e1"); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() {
+		_, err := f.c.EnqueueAndWait(ctx, "core.http", "e2")
+		waited <- err
+	}()
+	var st map[string]any
+	for range 500 {
+		st, _ = f.do("GET", "/api/v1/actions/core.http/queue-stats", "", "", 200)
+		if st["queue_length"] == 1.0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st["queue_length"] != 1.0 || st["active_count"] != 1.0 || st["max_concurrent"] != 1.0 ||
+		st["limit_source"] != "action:core.http" || st["total_enqueued"] != 2.0 || st["total_completed"] != 0.0 {
+		t.Fatalf("stats: %v", st)
+	}
+	if _, err := time.Parse(time.RFC3339, st["oldest_enqueued_at"].(string)); err != nil {
+		t.Fatalf("oldest_enqueued_at: %v", st["oldest_enqueued_at"])
+	}
+	if st, _ := f.do("GET", "/api/v1/actions/core.idle/queue-stats", "", "", 200); st["oldest_enqueued_at"] != nil {
+		t.Fatalf("empty queue: %v", st)
+	}
+	f.doErr("GET", "/api/v1/actions/nodot/queue-stats", "", "", 400, "invalid_argument")
+
+	if m, _ := f.do("GET", "/api/v1/actions/core.http/executions/e2", "", "", 200); m["status"] != "waiting" || m["position"] != 0.0 {
+		t.Fatal(m)
+	}
+	if m, _ := f.do("GET", "/api/v1/actions/core.http/executions/e1", "", "", 200); m["status"] != "running" || m["lease_deadline"] == nil {
+		t.Fatal(m)
+	}
+	if m, _ := f.do("GET", "/api/v1/actions/core.http/executions/zz", "", "", 200); m["status"] != "unknown" {
+		t.Fatal(m)
+	}
+
+	var page map[string]any
+	for range 500 {
+		page, _ = f.do("GET", "/api/v1/actions?count=10", "", "", 200)
+		if len(page["actions"].([]any)) > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if acts := page["actions"].([]any); len(acts) != 1 || acts[0].(map[string]any)["action"] != "core.http" || page["next_cursor"] != 0.0 {
+		t.Fatalf("actions: %v", page)
+	}
+	f.doErr("GET", "/api/v1/actions?count=0", "", "", 400, "invalid_argument")
+	f.doErr("GET", "/api/v1/actions?cursor=-1", "", "", 400, "invalid_argument")
+
+	cancelPath := "/api/v1/actions/core.http/executions/e2/cancel"
+	f.doErr("POST", cancelPath, "", "", 401, "unauthorized")
+	if m, _ := f.do("POST", cancelPath, token, "", 200); m["canceled"] != true {
+		t.Fatal(m)
+	}
+	select {
+	case err := <-waited:
+		if !errors.Is(err, coordinator.ErrCanceled) {
+			t.Fatalf("e2: %v, want ErrCanceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("e2 still waiting after cancel")
+	}
+	f.doErr("POST", cancelPath, token, "", 409, "not_waiting")
+	f.doErr("POST", "/api/v1/actions/core.http/executions/%20x%0A/cancel", token, "", 400, "invalid_argument")
+
+	_, body := f.do("GET", "/metrics", "", "", 200)
+	for _, want := range []string{
+		`baton_queue_length{action="core.http"} 0`,
+		`baton_running{action="core.http"} 1`,
+		`baton_limit{action="core.http"} 1`,
+		`baton_grants_total{action="core.http"} 1`,
+		`baton_cancels_total{action="core.http"} 1`,
+		`baton_wait_seconds_bucket{action="core.http",le="+Inf"}`,
+		`baton_redis_up 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func TestRedisDown(t *testing.T) {
+	f := newFixture(t)
+	f.mr.Close()
+	f.doErr("GET", "/readyz", "", "", 503, "unavailable")
+	f.doErr("GET", "/api/v1/actions/core.http/queue-stats", "", "", 503, "unavailable")
+	f.doErr("PUT", "/api/v1/policies/global", token, `{"max_concurrent": 2}`, 503, "unavailable")
+	if _, body := f.do("GET", "/metrics", "", "", 200); !strings.Contains(body, "baton_redis_up 0") {
+		t.Fatal("metrics do not report Redis down")
+	}
+}

@@ -1,0 +1,198 @@
+// Package metrics exports Baton's state to Prometheus. The per-action
+// numbers are read from Redis at scrape time (QueueStats of every known
+// action), so every daemon exports the same cluster-wide values and a
+// restart loses nothing: counters and the wait-time histogram are the
+// totals the scripts keep in Redis.
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/batonhq/baton/coordinator"
+)
+
+// Source is what the collector reads; *coordinator.Coordinator is one.
+type Source interface {
+	Actions(ctx context.Context, cursor uint64, count int64) ([]string, uint64, error)
+	QueueStats(ctx context.Context, action string) (coordinator.QueueStats, error)
+}
+
+// MaxActions bounds the actions exported per scrape, so a runaway number of
+// action refs cannot make a scrape unbounded.
+const MaxActions = 10_000
+
+// Metrics is the daemon's Prometheus registry.
+type Metrics struct {
+	// Registry holds every collector; serve it with Handler.
+	Registry *prometheus.Registry
+	// CompletionEvents counts completion events the listener handled, by
+	// outcome (released, not_held, invalid, error).
+	CompletionEvents *prometheus.CounterVec
+}
+
+// New returns a registry with the action collector, the completion-event
+// counter and the Go runtime and process collectors.
+func New(src Source, log *slog.Logger) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		CompletionEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_completion_events_total",
+			Help: "Completion events handled by this daemon's listener, by outcome.",
+		}, []string{"outcome"}),
+	}
+	m.Registry.MustRegister(NewCollector(src, log), m.CompletionEvents,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+var (
+	labels = []string{"action"}
+
+	descQueue   = prometheus.NewDesc("baton_queue_length", "Executions waiting.", labels, nil)
+	descRunning = prometheus.NewDesc("baton_running", "Executions holding a slot with an unexpired lease.", labels, nil)
+	descLimit   = prometheus.NewDesc("baton_limit", "Concurrency limit in force; -1 is unlimited.", labels, nil)
+	descOldest  = prometheus.NewDesc("baton_oldest_waiting_seconds", "Age of the oldest waiting execution, by the daemon's clock; 0 when none waits.", labels, nil)
+
+	descEnqueued  = prometheus.NewDesc("baton_enqueued_total", "Requests accepted into the queue or admitted at once.", labels, nil)
+	descGrants    = prometheus.NewDesc("baton_grants_total", "Slots granted (fast path and handoff).", labels, nil)
+	descCompleted = prometheus.NewDesc("baton_completions_total", "Slots freed by release or completion.", labels, nil)
+	descTimeouts  = prometheus.NewDesc("baton_timeouts_total", "Waiters that reached the queue timeout.", labels, nil)
+	descCancels   = prometheus.NewDesc("baton_cancels_total", "Waiters canceled.", labels, nil)
+	descRejects   = prometheus.NewDesc("baton_rejections_total", "Requests refused because the queue was full.", labels, nil)
+	descReclaims  = prometheus.NewDesc("baton_reclaims_total", "Slots reclaimed from expired leases and unacknowledged grants.", labels, nil)
+	descAbandoned = prometheus.NewDesc("baton_abandoned_total", "Waiters dropped because their process was dead.", labels, nil)
+
+	descWait = prometheus.NewDesc("baton_wait_seconds", "Time from enqueue to grant (Redis clock).", labels, nil)
+
+	descUp = prometheus.NewDesc("baton_redis_up", "1 when the last scrape read every action from Redis, else 0.", nil, nil)
+)
+
+// Collector reads QueueStats of every known action at scrape time.
+type Collector struct {
+	src     Source
+	log     *slog.Logger
+	timeout time.Duration
+}
+
+// NewCollector returns a Collector over src.
+func NewCollector(src Source, log *slog.Logger) *Collector {
+	return &Collector{src: src, log: log, timeout: 10 * time.Second}
+}
+
+// Describe sends every descriptor the collector uses.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descQueue, descRunning, descLimit, descOldest, descEnqueued, descGrants,
+		descCompleted, descTimeouts, descCancels, descRejects, descReclaims, descAbandoned, descWait, descUp} {
+		ch <- d
+	}
+}
+
+// Collect reads every known action's stats and sends its metrics. On a Redis
+// error it sends what it could read and baton_redis_up 0.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	refs, err := c.actions(ctx)
+	up := 1.0
+	if err != nil {
+		up = 0
+		c.log.Warn("metrics: listing actions", slog.Any("error", err))
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, ref := range refs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			st, err := c.src.QueueStats(ctx, ref)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				up = 0
+				c.log.Warn("metrics: reading stats", slog.String("action", ref), slog.Any("error", err))
+				return
+			}
+			send(ch, st)
+		}()
+	}
+	wg.Wait()
+	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up)
+}
+
+func (c *Collector) actions(ctx context.Context) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	var cursor uint64
+	for range MaxActions {
+		refs, next, err := c.src.Actions(ctx, cursor, 500)
+		if err != nil {
+			return out, err
+		}
+		for _, r := range refs {
+			if !seen[r] && len(out) < MaxActions {
+				seen[r] = true
+				out = append(out, r)
+			}
+		}
+		if cursor = next; cursor == 0 || len(out) >= MaxActions {
+			break
+		}
+	}
+	return out, nil
+}
+
+func send(ch chan<- prometheus.Metric, st coordinator.QueueStats) {
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, st.Action)
+	}
+	counter := func(d *prometheus.Desc, v int64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), st.Action)
+	}
+	gauge(descQueue, float64(st.QueueLength))
+	gauge(descRunning, float64(st.ActiveCount))
+	gauge(descLimit, float64(st.MaxConcurrent))
+	oldest := 0.0
+	if !st.OldestEnqueuedAt.IsZero() {
+		oldest = max(0, time.Since(st.OldestEnqueuedAt).Seconds())
+	}
+	gauge(descOldest, oldest)
+	counter(descEnqueued, st.TotalEnqueued)
+	counter(descGrants, st.TotalAdmitted)
+	counter(descCompleted, st.TotalCompleted)
+	counter(descTimeouts, st.TotalTimedOut)
+	counter(descCancels, st.TotalCanceled)
+	counter(descRejects, st.TotalRejected)
+	counter(descReclaims, st.TotalReclaimed)
+	counter(descAbandoned, st.TotalAbandoned)
+	ch <- waitHistogram(st)
+}
+
+// waitHistogram turns the scripts' non-cumulative buckets into Prometheus's
+// cumulative ones.
+func waitHistogram(st coordinator.QueueStats) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(coordinator.WaitBuckets))
+	var cum uint64
+	for i, bound := range coordinator.WaitBuckets {
+		if i < len(st.Wait.Buckets) {
+			cum += uint64(max(0, st.Wait.Buckets[i]))
+		}
+		buckets[bound.Seconds()] = cum
+	}
+	count := max(cum+uint64(max(0, st.Wait.Over)), uint64(max(0, st.Wait.Count)))
+	return prometheus.MustNewConstHistogram(descWait, count, st.Wait.Sum.Seconds(), buckets, st.Action)
+}
