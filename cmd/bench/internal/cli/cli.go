@@ -1,0 +1,315 @@
+// Package cli is the bench command: it parses the flags, sets up the Redis
+// to measure (a loopback redis-server, or an in-process miniredis), runs the
+// chosen mode and prints the report.
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/cmd/bench/internal/loadgen"
+	"github.com/batonhq/baton/cmd/bench/internal/redisstats"
+	"github.com/batonhq/baton/cmd/bench/internal/report"
+	"github.com/batonhq/baton/cmd/bench/internal/workload"
+)
+
+// Exit codes.
+const (
+	ExitOK     = 0
+	ExitBroken = 1 // a promise was broken: limit violations, FIFO inversions or lost executions
+	ExitError  = 2 // bad flags, or the bench could not run
+)
+
+// Flags are the command line.
+type Flags struct {
+	Redis    string
+	JSON     bool
+	Mode     string
+	Workload workload.Workload
+	WorkText string
+
+	Calibrate         bool
+	CalibrateSet      bool
+	CalibrateDuration time.Duration
+	Baseline          string
+
+	Timeout       time.Duration
+	LeaseTTL      time.Duration
+	AckTimeout    time.Duration
+	SweepInterval time.Duration
+	Progress      string
+
+	Queued      int
+	IDBytes     int
+	IdleActions int
+	Due         int
+	SweepPasses int
+
+	KillWhen  string
+	KillAfter float64
+}
+
+// Parse reads the command line.
+func Parse(args []string, stderr io.Writer) (*Flags, error) {
+	f := &Flags{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: bench [flags]   (see BENCHMARKS.md)")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.Redis, "redis", "", "Redis to measure, redis://host:port (loopback only); empty: an in-process miniredis (not Redis figures)")
+	fs.BoolVar(&f.JSON, "json", false, "print exactly one JSON object on stdout instead of the table")
+	fs.StringVar(&f.Mode, "mode", "throughput", "throughput, memory, sweep or crash")
+	fs.IntVar(&f.Workload.Actions, "actions", 8, "distinct actions")
+	fs.IntVar(&f.Workload.Limit, "limit", 4, "concurrency limit per action")
+	fs.IntVar(&f.Workload.Executions, "executions", 500, "executions per action")
+	fs.IntVar(&f.Workload.Clients, "clients", 64, "concurrent closed-loop submitters, round-robin over the actions")
+	fs.StringVar(&f.WorkText, "work", "2ms", "how long an execution holds its slot: a duration (2ms) or exp:<mean>")
+	fs.IntVar(&f.Workload.Processes, "processes", 1, "executor OS processes sharing Redis (children re-run this binary)")
+	fs.BoolVar(&f.Calibrate, "calibrate", true, "measure PING and EVALSHA ops/s first (default on with --redis, off on miniredis)")
+	fs.DurationVar(&f.CalibrateDuration, "calibrate-duration", time.Second, "how long each calibration measurement runs")
+	fs.StringVar(&f.Baseline, "baseline", "", "also run a baseline limiter side by side: polling (INCR, DECR + sleep 10ms + retry)")
+	fs.DurationVar(&f.Timeout, "timeout", 2*time.Minute, "bound on the whole run; executions not finished by then are lost")
+	fs.DurationVar(&f.LeaseTTL, "lease-ttl", 30*time.Second, "Coordinator LeaseTTL")
+	fs.DurationVar(&f.AckTimeout, "ack-timeout", 5*time.Second, "Coordinator AckTimeout")
+	fs.DurationVar(&f.SweepInterval, "sweep-interval", time.Second, "Coordinator SweepInterval")
+	fs.StringVar(&f.Progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), on, off")
+	fs.IntVar(&f.Queued, "queued", 0, "memory: waiting executions on one action (default 100000); sweep: waiting executions over all idle actions (default 1000000)")
+	fs.IntVar(&f.IDBytes, "id-bytes", 36, "memory, sweep: length of the execution IDs (36: a UUID)")
+	fs.IntVar(&f.IdleActions, "idle-actions", 10000, "sweep: actions with waiters and nothing due")
+	fs.IntVar(&f.Due, "due", 10, "sweep: actions made due for the second kind of pass")
+	fs.IntVar(&f.SweepPasses, "sweep-passes", 5, "sweep: passes measured of each kind")
+	fs.StringVar(&f.KillWhen, "kill-when", "holding", "crash: kill the victim while it holds slots (holding) or while it only waits (waiting)")
+	fs.Float64Var(&f.KillAfter, "kill-after", 0.25, "crash: kill once this fraction of the executions finished")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == "calibrate" {
+			f.CalibrateSet = true
+		}
+	})
+	w, err := workload.ParseWork(f.WorkText)
+	if err != nil {
+		return nil, fmt.Errorf("--work: %w", err)
+	}
+	f.Workload.Work = w
+	return f, f.validate()
+}
+
+func (f *Flags) validate() error {
+	switch f.Mode {
+	case "throughput", "crash":
+		if err := f.Workload.Validate(); err != nil {
+			return err
+		}
+	case "memory":
+		if f.Queued == 0 {
+			f.Queued = 100000
+		}
+	case "sweep":
+		if f.Queued == 0 {
+			f.Queued = 1000000
+		}
+		if f.IdleActions < 1 || f.Due < 1 || f.SweepPasses < 1 {
+			return errors.New("--idle-actions, --due and --sweep-passes must be >= 1")
+		}
+	default:
+		return fmt.Errorf("--mode %q: want throughput, memory, sweep or crash", f.Mode)
+	}
+	if f.Queued < 0 || f.IDBytes < 8 || f.IDBytes > 255 {
+		return errors.New("--queued must be >= 0 and --id-bytes within 8..255")
+	}
+	if f.Mode == "crash" {
+		if f.Workload.Processes < 2 {
+			return errors.New("--mode crash needs --processes >= 2 (one is killed)")
+		}
+		if f.KillWhen != "holding" && f.KillWhen != "waiting" {
+			return fmt.Errorf("--kill-when %q: want holding or waiting", f.KillWhen)
+		}
+		if f.KillAfter <= 0 || f.KillAfter >= 1 {
+			return errors.New("--kill-after must be within (0, 1)")
+		}
+	}
+	if f.Baseline != "" && f.Baseline != "polling" {
+		return fmt.Errorf("--baseline %q: want polling", f.Baseline)
+	}
+	if f.Redis != "" {
+		if err := loadgen.CheckLoopback(f.Redis); err != nil {
+			return err
+		}
+	}
+	if f.AckTimeout >= f.LeaseTTL {
+		return errors.New("--ack-timeout must be below --lease-ttl")
+	}
+	if f.Timeout <= 0 {
+		return errors.New("--timeout must be > 0")
+	}
+	return nil
+}
+
+// Main runs the bench and returns the exit code. When the environment holds
+// a child spec (loadgen.ChildEnv), it runs as a child executor process.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if spec := os.Getenv(loadgen.ChildEnv); spec != "" {
+		return childMain(spec, stderr)
+	}
+	f, err := Parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return ExitOK
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return ExitError
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, f.Timeout)
+	defer cancel()
+
+	r, err := run(ctx, f, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return ExitError
+	}
+	if f.JSON {
+		err = r.WriteJSON(stdout)
+	} else {
+		err = r.WriteTable(stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return ExitError
+	}
+	if len(r.Failed) > 0 {
+		return ExitBroken
+	}
+	return ExitOK
+}
+
+func childMain(specJSON string, stderr io.Writer) int {
+	var spec loadgen.Spec
+	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
+		fmt.Fprintln(stderr, "bench child: bad spec:", err)
+		return ExitError
+	}
+	if err := loadgen.RunChild(spec, os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintf(stderr, "bench child %d: %v\n", spec.Config.Process, err)
+		return ExitError
+	}
+	return ExitOK
+}
+
+// env is the Redis a run measures.
+type env struct {
+	url       string
+	miniredis bool
+	version   string
+	prefix    string
+	mr        *miniredis.Miniredis
+}
+
+func setup(ctx context.Context, f *Flags) (*env, error) {
+	e := &env{url: f.Redis, prefix: "bench-" + randomHex(4)}
+	if f.Redis == "" {
+		mr, err := miniredis.Run()
+		if err != nil {
+			return nil, fmt.Errorf("starting miniredis: %w", err)
+		}
+		e.mr, e.miniredis, e.url = mr, true, "redis://"+mr.Addr()
+		return e, nil
+	}
+	rdb, _, err := loadgen.Connect(e.url, 2)
+	if err != nil {
+		return nil, err
+	}
+	defer rdb.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return nil, fmt.Errorf("redis %s: %w", e.url, err)
+	}
+	e.version = redisstats.ServerVersion(ctx, rdb)
+	return e, nil
+}
+
+func (e *env) close() {
+	if e.mr != nil {
+		e.mr.Close()
+	}
+}
+
+func (e *env) target() string {
+	if e.miniredis {
+		return "in-process miniredis: NOT Redis figures (use --redis redis://127.0.0.1:PORT)"
+	}
+	return fmt.Sprintf("Redis %s at %s", e.version, loadgen.Host(e.url))
+}
+
+func (e *env) newReport(mode string) *report.Report {
+	r := &report.Report{Mode: mode, Target: e.target(), RedisVersion: e.version, Miniredis: e.miniredis}
+	if e.miniredis {
+		r.Notes = append(r.Notes, "miniredis runs in this process: these figures say nothing about Redis performance")
+	}
+	return r
+}
+
+// cleanup deletes every key of the run (bounded: at most maxRounds SCAN rounds).
+func (e *env) cleanup(rdb *redis.Client) {
+	if e.miniredis {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var cursor uint64
+	for range 100000 {
+		keys, next, err := rdb.Scan(ctx, cursor, e.prefix+":*", 5000).Result()
+		if err != nil {
+			return
+		}
+		if len(keys) > 0 {
+			rdb.Unlink(ctx, keys...)
+		}
+		if cursor = next; cursor == 0 {
+			return
+		}
+	}
+}
+
+func run(ctx context.Context, f *Flags, stderr io.Writer) (*report.Report, error) {
+	e, err := setup(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close()
+	switch f.Mode {
+	case "memory":
+		return runMemory(ctx, f, e)
+	case "sweep":
+		return runSweep(ctx, f, e, stderr)
+	case "crash":
+		return runCrash(ctx, f, e, stderr)
+	}
+	return runThroughput(ctx, f, e, stderr)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
