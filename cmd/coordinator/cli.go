@@ -1,0 +1,387 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/daemon"
+	"github.com/batonhq/baton/internal/httpapi"
+	"github.com/batonhq/baton/limits"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // the command ran and failed (Redis unreachable, ...)
+	exitUsage   = 2 // bad arguments or configuration; nothing was touched
+)
+
+const topUsage = `Usage: coordinator [COMMAND] [FLAGS]
+
+Baton's coordinator daemon and operator tool.
+
+Commands:
+  serve                      run the daemon (the default): sweeper, completion
+                             listener, HTTP API and metrics
+  stats ACTION [--json]      print an action's queue statistics
+  policy get SCOPE           print the limit set on a scope
+  policy set SCOPE N         set a scope's limit (N >= 0, or -1 / unlimited)
+  policy clear SCOPE         remove a scope's limit
+  version                    print the version
+
+SCOPE is global, pack:NAME or action:REF (for example action:core.http).
+
+With no Redis configured, serve starts an embedded in-memory Redis for trying
+Baton out; nothing is kept after it exits. stats and policy need a real Redis.
+
+Configuration: defaults < YAML file (--config) < BATON_* environment < flags.
+See coordinator.example.yaml. Run "coordinator COMMAND --help" for flags.
+`
+
+// commonFlags are the config flags every command takes.
+type commonFlags struct {
+	fs   *flag.FlagSet
+	file string
+	keys map[string]string // flag name -> config key
+}
+
+func newFlags(name, usage string, stderr io.Writer) *commonFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := &commonFlags{fs: fs, keys: map[string]string{}}
+	fs.StringVar(&cf.file, "config", "", "YAML config `file` (or BATON_CONFIG)")
+	for _, f := range []struct{ name, key, help string }{
+		{"redis-url", "redis.url", "Redis `URL` (redis:// or rediss://); BATON_REDIS_URL"},
+		{"redis-addr", "redis.address", "Redis `host:port`; BATON_REDIS_ADDRESS"},
+		{"http-addr", "http.addr", "HTTP listen `address` (default 127.0.0.1:8080); BATON_HTTP_ADDR"},
+		{"key-prefix", "key_prefix", "Redis key `prefix` (default baton); BATON_KEY_PREFIX"},
+		{"log-level", "log.level", "log `level`: debug, info, warn, error; BATON_LOG_LEVEL"},
+		{"log-format", "log.format", "log `format`: auto, text, json; BATON_LOG_FORMAT"},
+	} {
+		fs.String(f.name, "", f.help)
+		cf.keys[f.name] = f.key
+	}
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fmt.Fprintln(stderr, "\nFlags:")
+		fs.PrintDefaults()
+	}
+	return cf
+}
+
+// parse reads flags anywhere among the positional arguments.
+func (cf *commonFlags) parse(args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := cf.fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = cf.fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// load reads the configuration with the flags that were set.
+func (cf *commonFlags) load(environ []string) (config.Config, error) {
+	flags := map[string]any{}
+	cf.fs.Visit(func(f *flag.Flag) {
+		if key, ok := cf.keys[f.Name]; ok {
+			flags[key] = f.Value.String()
+		}
+	})
+	file := cf.file
+	if file == "" {
+		for _, kv := range environ {
+			if v, ok := strings.CutPrefix(kv, "BATON_CONFIG="); ok {
+				file = v
+			}
+		}
+	}
+	return config.Load(config.Sources{File: file, Environ: environ, Flags: flags})
+}
+
+// run is the whole command line; main only adds signals and the exit.
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "-help", "--help", "help":
+			fmt.Fprint(stdout, topUsage)
+			return exitOK
+		case "serve", "stats", "policy", "version":
+			cmd, args = args[0], args[1:]
+		default:
+			if !strings.HasPrefix(args[0], "-") {
+				fmt.Fprintf(stderr, "coordinator: unknown command %q\n\n%s", args[0], topUsage)
+				return exitUsage
+			}
+		}
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, environ, stderr)
+	case "stats":
+		return stats(ctx, args, environ, stdout, stderr)
+	case "policy":
+		return policy(ctx, args, environ, stdout, stderr)
+	default:
+		return printVersion(args, stdout, stderr)
+	}
+}
+
+func usageError(stderr io.Writer, cf *commonFlags, err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "coordinator: %v\n", err)
+	if cf != nil && !errors.Is(err, config.ErrInvalid) {
+		cf.fs.Usage()
+	}
+	return exitUsage
+}
+
+func serve(ctx context.Context, args, environ []string, stderr io.Writer) int {
+	cf := newFlags("serve", "Usage: coordinator [serve] [FLAGS]\n\nRuns the daemon until SIGINT or SIGTERM (a second signal exits at once).\n", stderr)
+	pos, err := cf.parse(args)
+	if err == nil && len(pos) > 0 {
+		err = fmt.Errorf("serve takes no arguments, got %q", pos)
+	}
+	if err != nil {
+		return usageError(stderr, cf, err)
+	}
+	cfg, err := cf.load(environ)
+	if err != nil {
+		return usageError(stderr, nil, err)
+	}
+	log := newLogger(cfg, stderr)
+	if err := daemon.Run(ctx, cfg, log, versionString()); err != nil {
+		log.Error("coordinator failed", slog.Any("error", err))
+		return exitFailure
+	}
+	return exitOK
+}
+
+func printVersion(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintln(stderr, "Usage: coordinator version\n\nPrints the version.") }
+	if err := fs.Parse(args); err != nil {
+		return usageError(stderr, nil, err)
+	}
+	fmt.Fprintf(stdout, "coordinator %s\n", versionString())
+	return exitOK
+}
+
+// connect returns a Coordinator on the configured Redis for one command,
+// without background sweeping.
+func connect(cfg config.Config, stderr io.Writer) (*coordinator.Coordinator, func(), error) {
+	if cfg.Embedded() {
+		return nil, nil, fmt.Errorf("%w: no Redis configured: set --redis-url or BATON_REDIS_URL "+
+			"(serve prints the address of its embedded Redis at start)", config.ErrInvalid)
+	}
+	rdb, err := cfg.NewRedisClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := cfg.CoordinatorOptions(newLogger(cfg, stderr))
+	opts.SweepInterval = -1
+	c, err := coordinator.New(rdb, opts)
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	return c, func() { c.Close(); rdb.Close() }, nil
+}
+
+func stats(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	cf := newFlags("stats", "Usage: coordinator stats ACTION [--json] [FLAGS]\n\nPrints an action's queue statistics.\n", stderr)
+	asJSON := cf.fs.Bool("json", false, "print JSON (the HTTP API's queue-stats shape)")
+	pos, err := cf.parse(args)
+	if err == nil && len(pos) != 1 {
+		err = fmt.Errorf("stats takes one ACTION, got %d arguments", len(pos))
+	}
+	if err != nil {
+		return usageError(stderr, cf, err)
+	}
+	cfg, err := cf.load(environ)
+	if err != nil {
+		return usageError(stderr, nil, err)
+	}
+	if err := limits.ValidateRef(pos[0]); err != nil {
+		return usageError(stderr, nil, err)
+	}
+	c, done, err := connect(cfg, stderr)
+	if err != nil {
+		return usageError(stderr, nil, err)
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := c.QueueStats(ctx, pos[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "coordinator: %v\n", err)
+		return exitFailure
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(httpapi.NewQueueStats(st))
+		return exitOK
+	}
+	printStats(stdout, st)
+	return exitOK
+}
+
+func printStats(w io.Writer, st coordinator.QueueStats) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	limit := fmt.Sprint(st.MaxConcurrent)
+	if st.MaxConcurrent == limits.Unlimited {
+		limit = "unlimited"
+	}
+	oldest := "-"
+	if !st.OldestEnqueuedAt.IsZero() {
+		oldest = fmt.Sprintf("%s (%s ago)", st.OldestEnqueuedAt.UTC().Format(time.RFC3339Nano),
+			time.Since(st.OldestEnqueuedAt).Round(time.Millisecond))
+	}
+	rows := [][2]string{
+		{"action", st.Action},
+		{"queue_length", fmt.Sprint(st.QueueLength)},
+		{"active_count", fmt.Sprint(st.ActiveCount)},
+		{"max_concurrent", limit + " (" + st.LimitSource + ")"},
+		{"oldest_enqueued_at", oldest},
+		{"total_enqueued", fmt.Sprint(st.TotalEnqueued)},
+		{"total_admitted", fmt.Sprint(st.TotalAdmitted)},
+		{"total_completed", fmt.Sprint(st.TotalCompleted)},
+		{"total_timed_out", fmt.Sprint(st.TotalTimedOut)},
+		{"total_canceled", fmt.Sprint(st.TotalCanceled)},
+		{"total_rejected", fmt.Sprint(st.TotalRejected)},
+		{"total_reclaimed", fmt.Sprint(st.TotalReclaimed)},
+		{"total_abandoned", fmt.Sprint(st.TotalAbandoned)},
+	}
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
+	}
+	if st.Wait.Count > 0 {
+		fmt.Fprintf(tw, "wait_mean\t%s\n", (st.Wait.Sum / time.Duration(st.Wait.Count)).Round(time.Microsecond))
+		for i, b := range coordinator.WaitBuckets {
+			if i < len(st.Wait.Buckets) && st.Wait.Buckets[i] > 0 {
+				fmt.Fprintf(tw, "wait_le_%s\t%d\n", b, st.Wait.Buckets[i])
+			}
+		}
+		if st.Wait.Over > 0 {
+			fmt.Fprintf(tw, "wait_over_%s\t%d\n", coordinator.WaitBuckets[len(coordinator.WaitBuckets)-1], st.Wait.Over)
+		}
+	}
+	tw.Flush()
+}
+
+const policyUsage = `Usage: coordinator policy get|set|clear SCOPE [N] [FLAGS]
+
+  policy get SCOPE      print the limit set on SCOPE ("not set" if none)
+  policy set SCOPE N    set SCOPE's limit: N >= 0 (0 pauses), or -1 / unlimited
+  policy clear SCOPE    remove SCOPE's limit
+
+SCOPE is global, pack:NAME or action:REF.
+`
+
+func policy(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	cf := newFlags("policy", policyUsage, stderr)
+	pos, err := cf.parse(args)
+	if err != nil {
+		return usageError(stderr, cf, err)
+	}
+	want := map[string]int{"get": 2, "set": 3, "clear": 2}
+	if len(pos) == 0 || want[pos[0]] == 0 {
+		return usageError(stderr, cf, errors.New("policy needs get, set or clear"))
+	}
+	if len(pos) != want[pos[0]] {
+		return usageError(stderr, cf, fmt.Errorf("policy %s takes %d arguments, got %d", pos[0], want[pos[0]]-1, len(pos)-1))
+	}
+	scope, err := limits.ParseScope(pos[1])
+	if err != nil {
+		return usageError(stderr, nil, err)
+	}
+	n := 0
+	if pos[0] == "set" {
+		if n, err = config.ParseLimit(pos[2]); err != nil {
+			return usageError(stderr, nil, fmt.Errorf("limit %q: %w", pos[2], err))
+		}
+	}
+	cfg, err := cf.load(environ)
+	if err != nil {
+		return usageError(stderr, nil, err)
+	}
+	c, done, err := connect(cfg, stderr)
+	if err != nil {
+		return usageError(stderr, nil, err)
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	switch pos[0] {
+	case "get":
+		var p limits.Policies
+		if p, err = c.Policies(ctx); err == nil {
+			fmt.Fprintf(stdout, "%s %s\n", scope, formatLimit(p.Limits[scope], scopeSet(p, scope)))
+		}
+	case "set":
+		if err = c.SetConcurrencyLimit(ctx, scope, n); err == nil {
+			fmt.Fprintf(stdout, "%s %s\n", scope, formatLimit(n, true))
+		}
+	case "clear":
+		if err = c.ClearConcurrencyLimit(ctx, scope); err == nil {
+			fmt.Fprintf(stdout, "%s cleared\n", scope)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "coordinator: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+func scopeSet(p limits.Policies, s limits.Scope) bool {
+	_, ok := p.Limits[s]
+	return ok
+}
+
+func formatLimit(n int, set bool) string {
+	switch {
+	case !set:
+		return "not set"
+	case n == limits.Unlimited:
+		return "unlimited"
+	}
+	return fmt.Sprint(n)
+}
