@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -133,6 +134,7 @@ func (cf *commonFlags) load(environ []string) (config.Config, error) {
 
 // run is the whole command line; main only adds signals and the exit.
 func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	stderr = &syncWriter{w: stderr} // background logs share it with messages
 	cmd := "serve"
 	if len(args) > 0 {
 		switch args[0] {
@@ -384,4 +386,16 @@ func formatLimit(n int, set bool) string {
 		return "unlimited"
 	}
 	return fmt.Sprint(n)
+}
+
+// syncWriter serializes writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

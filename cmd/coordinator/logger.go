@@ -22,6 +22,9 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 }
 
 func isTerminal(w io.Writer) bool {
+	if s, ok := w.(*syncWriter); ok {
+		w = s.w
+	}
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
