@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -58,5 +59,40 @@ func TestFastPathAndHandoff(t *testing.T) {
 			t.Fatalf("stats after: %+v", st)
 		}
 		_ = context.Background
+	})
+}
+
+func TestCloseEndsWaiters(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		other := e.coordinator(e.opts())
+		c, err := coordinator.New(e.client(), e.opts())
+		must(t, err)
+		const a = "close.a"
+		must(t, c.SetConcurrencyLimit(ctx, limits.Action(a), 1))
+		held := holdN(t, c, a, 1)[0]
+		errs := make(chan error, 3)
+		for i := 0; i < 3; i++ {
+			go func() { _, err := c.EnqueueAndWait(ctx, a, fmt.Sprintf("w%d", i)); errs <- err }()
+		}
+		eventually(t, 5*time.Second, "queued", func() bool { return e.stats(other, a).QueueLength == 3 })
+		must(t, c.Close())
+		must(t, c.Close()) // twice is fine
+		for i := 0; i < 3; i++ {
+			if err := <-errs; !errors.Is(err, coordinator.ErrClosed) {
+				t.Fatalf("waiter ended with %v, want ErrClosed", err)
+			}
+		}
+		select {
+		case <-held.Lost():
+		default:
+			t.Fatal("a held lease's Lost() stays open after Close")
+		}
+		if st := e.stats(other, a); st.QueueLength != 0 || st.TotalCanceled != 3 {
+			t.Fatalf("closed waiters left in the queue: %+v", st)
+		}
+		if _, err := c.EnqueueAndWait(ctx, a, "after"); !errors.Is(err, coordinator.ErrClosed) {
+			t.Fatalf("after Close: %v", err)
+		}
 	})
 }

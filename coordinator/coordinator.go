@@ -167,7 +167,10 @@ func (c *Coordinator) Close() error {
 		var loops []*actionState
 		for _, as := range c.actions {
 			for _, w := range as.waiters {
-				waiters = append(waiters, w)
+				if w.state == stateWaiting {
+					w.state = stateEnding // the wait loop now stashes its tokens
+					waiters = append(waiters, w)
+				}
 			}
 			for _, l := range as.leases {
 				leases = append(leases, l)

@@ -205,7 +205,7 @@ func (c *Coordinator) giveUp(w *waiter, why error) {
 			}
 			c.mu.Unlock()
 			for _, tok := range stash {
-				c.handleToken(as, w.id, tok)
+				c.handleToken(as, w.id, tok, false)
 			}
 			return
 		}
@@ -224,7 +224,7 @@ func (c *Coordinator) giveUp(w *waiter, why error) {
 			}
 			c.mu.Unlock()
 			for _, tok := range stash {
-				c.handleToken(as, w.id, tok)
+				c.handleToken(as, w.id, tok, false)
 			}
 			return
 		}

@@ -143,8 +143,9 @@ func (c *Coordinator) heartbeatLoop() {
 // waiters or leases in, and forgets actions it no longer uses.
 func (c *Coordinator) heartbeat() {
 	type work struct {
-		as    *actionState
-		pairs []any
+		as          *actionState
+		oldest, seq string
+		pairs       []any
 	}
 	var todo []work
 	now := time.Now()
@@ -155,6 +156,9 @@ func (c *Coordinator) heartbeat() {
 			continue
 		}
 		wk := work{as: as}
+		if len(as.order) > 0 {
+			wk.oldest, wk.seq = as.order[0].id, as.order[0].seqStr
+		}
 		for id, l := range as.leases {
 			l.mu.Lock()
 			stale := now.Sub(l.renewedAt) > c.opts.LeaseTTL
@@ -172,28 +176,32 @@ func (c *Coordinator) heartbeat() {
 	}
 	c.mu.Unlock()
 	for _, wk := range todo {
-		c.renew(wk.as, wk.pairs)
+		c.renew(wk.as, wk.oldest, wk.seq, wk.pairs)
 	}
 }
 
-func (c *Coordinator) renew(as *actionState, pairs []any) {
+func (c *Coordinator) renew(as *actionState, oldest, oldestSeq string, pairs []any) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.LeaseTTL/3)
 	defer cancel()
 	start := time.Now()
 	args := append([]any{c.owner, c.ms(c.opts.LeaseTTL), c.ms(c.opts.AckTimeout)}, c.policyArgs(as.ref)...)
-	v, err := scripts.Renew.Run(ctx, c.rdb, as.keys.with(), append(args, pairs...)...).Result()
+	args = append(append(args, oldest, oldestSeq), pairs...)
+	v, err := scripts.Renew.Run(ctx, c.rdb, as.keys.with(), args...).Result()
 	if err != nil {
 		c.log.Warn("baton: heartbeat", slog.String("action", as.ref), slog.Any("error", err))
 		return
 	}
-	r := newReply("renew", v, 1)
-	due, lost := r.int(0), r.tail(1)
+	r := newReply("renew", v, 2)
+	due, waiterOK, lost := r.int(0), r.int(1), r.tail(2)
 	if r.err != nil {
 		c.log.Error("baton: heartbeat", slog.String("action", as.ref), slog.Any("error", r.err))
 		return
 	}
 	if due > 0 {
 		c.addDue(ctx, as.ref, due) // heals the index if a sweeper lost a claim
+	}
+	if oldest != "" {
+		c.checkWaiters(ctx, as, oldest, waiterOK == 1)
 	}
 	gone := map[string]bool{}
 	for _, id := range lost {
@@ -216,5 +224,51 @@ func (c *Coordinator) renew(as *actionState, pairs []any) {
 		l.mu.Lock()
 		l.renewedAt = start
 		l.mu.Unlock()
+	}
+}
+
+// checkWaiters ends local waiters whose queue entries Redis no longer has
+// (a restart or failover lost them), so they do not wait for a grant that
+// cannot come. The oldest waiter is checked on every heartbeat; only when it
+// is missing twice in a row (a token in flight explains one miss) are all of
+// the action's waiters checked, one state read each.
+func (c *Coordinator) checkWaiters(ctx context.Context, as *actionState, oldest string, ok bool) {
+	c.mu.Lock()
+	w := as.waiters[oldest]
+	if w == nil || ok {
+		if w != nil {
+			w.missing = false
+		}
+		c.mu.Unlock()
+		return
+	}
+	if !w.missing {
+		w.missing = true
+		c.mu.Unlock()
+		return
+	}
+	all := make([]*waiter, 0, len(as.order))
+	all = append(all, as.order...)
+	c.mu.Unlock()
+	for _, w := range all {
+		st, err := c.ExecutionState(ctx, as.ref, w.id)
+		if err != nil {
+			return
+		}
+		present := (st.Status == StatusWaiting || st.Status == StatusRunning) && st.Owner == c.owner
+		if present {
+			continue
+		}
+		c.mu.Lock()
+		if w.state != stateWaiting {
+			c.mu.Unlock()
+			continue
+		}
+		wake := as.finishLocked(w, nil, fmt.Errorf("%w: %s/%s: its queue entry is gone from Redis (restart or failover)",
+			ErrLeaseLost, as.ref, w.id))
+		c.mu.Unlock()
+		if wake {
+			c.wake(as)
+		}
 	}
 }

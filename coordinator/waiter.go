@@ -24,12 +24,13 @@ type waiter struct {
 	grantKey string
 	queuedAt time.Time // local time of the enqueue reply, for the timeout timer
 
-	refs  int
-	state waiterState
-	stash []string // tokens that arrived while a give-up script was in flight
-	timer *time.Timer
-	gone  int // timeout.lua found it neither waiting nor granted
-	index int // in as.order
+	refs    int
+	state   waiterState
+	stash   []string // tokens that arrived while a give-up script was in flight
+	timer   *time.Timer
+	gone    int  // timeout.lua found it neither waiting nor granted
+	missing bool // the last heartbeat found it neither waiting nor granted
+	index   int  // in as.order
 
 	done  chan struct{}
 	lease *Lease

@@ -55,7 +55,7 @@ func (c *Coordinator) waitLoop(as *actionState) {
 		if len(res) != 2 || res[0] == wakeKey {
 			continue
 		}
-		c.handleToken(as, id, res[1])
+		c.handleToken(as, id, res[1], true)
 	}
 }
 
@@ -108,8 +108,10 @@ func parseToken(s string) token {
 	return t
 }
 
-// handleToken applies one token to the waiter of execution id.
-func (c *Coordinator) handleToken(as *actionState, id, raw string) {
+// handleToken applies one token to the waiter of execution id. fromLoop is
+// true in the wait loop itself, which never needs waking: it moves on by
+// itself once the token is handled.
+func (c *Coordinator) handleToken(as *actionState, id, raw string, fromLoop bool) {
 	t := parseToken(raw)
 	c.mu.Lock()
 	w := as.waiters[id]
@@ -133,7 +135,7 @@ func (c *Coordinator) handleToken(as *actionState, id, raw string) {
 	if t.kind != "g" {
 		wake := as.finishLocked(w, nil, tokenError(t.kind, as.ref, id))
 		c.mu.Unlock()
-		if wake {
+		if wake && !fromLoop {
 			c.wake(as)
 		}
 		return
@@ -151,7 +153,12 @@ func (c *Coordinator) handleToken(as *actionState, id, raw string) {
 	default:
 		lease = c.addLease(as, id, t.fence, w.seq)
 	}
-	c.finish(w, lease, err)
+	c.mu.Lock()
+	wake := as.finishLocked(w, lease, err)
+	c.mu.Unlock()
+	if wake && !fromLoop {
+		c.wake(as)
+	}
 }
 
 func tokenError(kind, ref, id string) error {

@@ -7,11 +7,15 @@
 -- ARGV[2] lease TTL (ms)
 -- ARGV[3] acknowledgement deadline for the grants this call hands out (ms)
 -- ARGV[4] caller's policy version, ARGV[5] its resolved limit, ARGV[6] the limit's source
--- ARGV[7..] pairs of execution ID and fencing token the owner believes it holds
+-- ARGV[7] the owner's oldest local waiter of this action ("" if none)
+-- ARGV[8] that waiter's seq
+-- ARGV[9..] pairs of execution ID and fencing token the owner believes it holds
 --
--- Reply {due, lost...}: due as in lib.lua's next_due (always reported, so the
--- sweep index heals if a sweeper died holding a claim), then the execution IDs
--- whose lease is gone (reclaimed, released or re-granted).
+-- Reply {due, waiter_ok, lost...}: due as in lib.lua's next_due (always
+-- reported, so the sweep index heals if a sweeper died holding a claim);
+-- waiter_ok 0 when the oldest waiter is neither queued nor granted to the
+-- owner (Redis lost it: restart or failover); then the execution IDs whose
+-- lease is gone (reclaimed, released or re-granted).
 local owner, lease_ms, ack_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
 adopt_policy(ARGV[4], ARGV[5], ARGV[6])
@@ -19,8 +23,19 @@ reclaim()
 touch_owner(owner, lease_ms)
 redis.call('ZREMRANGEBYSCORE', K.owners, '-inf', NOW)
 
-local reply = { '0' }
-for i = 7, #ARGV, 2 do
+local waiter_ok = 1
+if ARGV[7] ~= '' then
+  local w = redis.call('HGET', K.waiting, ARGV[7])
+  local h = redis.call('HGET', K.holders, ARGV[7])
+  local queued = w and split(w)[1] == ARGV[8] and split(w)[2] == owner
+  local granted = h and parse_holder(h).seq == ARGV[8] and parse_holder(h).owner == owner
+  if not queued and not granted then
+    waiter_ok = 0
+  end
+end
+
+local reply = { '0', waiter_ok }
+for i = 9, #ARGV, 2 do
   local exec, fence = ARGV[i], ARGV[i + 1]
   local h = redis.call('HGET', K.holders, exec)
   local kept = false

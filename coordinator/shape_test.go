@@ -1,0 +1,255 @@
+package coordinator_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/limits"
+)
+
+// counter counts round trips (a command, or a whole pipeline) and commands
+// by name.
+type counter struct {
+	trips atomic.Int64
+	mu    sync.Mutex
+	names map[string]int
+}
+
+func newCounter() *counter { return &counter{names: map[string]int{}} }
+
+func (c *counter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.trips.Add(1)
+		c.mu.Lock()
+		c.names[strings.ToLower(cmd.Name())]++
+		c.mu.Unlock()
+		return next(ctx, cmd)
+	}
+}
+func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.trips.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+func (c *counter) reset() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.names
+	c.names = map[string]int{}
+	c.trips.Store(0)
+	return out
+}
+
+// quietOpts turn off every background loop that would add commands.
+func quietOpts(e *env) coordinator.Options {
+	return coordinator.Options{Prefix: e.prefix, SweepInterval: -1, LeaseTTL: time.Hour, AckTimeout: time.Minute, PolicyRefresh: time.Hour}
+}
+
+// TestFastPathOneRoundTrip: with a free slot and nobody waiting, admission
+// is exactly one round trip, and so is release.
+func TestFastPathOneRoundTrip(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		rdb := e.client()
+		cnt := newCounter()
+		rdb.AddHook(cnt)
+		c, err := coordinator.New(rdb, quietOpts(e))
+		must(t, err)
+		defer c.Close()
+		must(t, c.SetConcurrencyLimit(ctx, limits.Action("rt.a"), 10))
+		warm, err := c.EnqueueAndWait(ctx, "rt.a", "warm") // records the action once
+		must(t, err)
+		must(t, warm.Release(ctx))
+		time.Sleep(50 * time.Millisecond)
+		for i := 0; i < 5; i++ {
+			cnt.reset()
+			l, err := c.EnqueueAndWait(ctx, "rt.a", fmt.Sprintf("e%d", i))
+			must(t, err)
+			if n := cnt.trips.Load(); n != 1 {
+				t.Fatalf("fast-path admission took %d round trips (%v), want 1", n, cnt.reset())
+			}
+			must(t, l.Release(ctx))
+			if n := cnt.trips.Load(); n != 2 {
+				t.Fatalf("release took %d round trips, want 1", n-1)
+			}
+		}
+	})
+}
+
+// TestWaitingDoesNotPoll: 100 executions waiting for 2.5 s cost a handful of
+// BLPOP rounds in all (one loop, a finite server-side timeout per round),
+// not work per waiter; and each queued admission costs at most 3 round trips
+// in the waiting process (enqueue, BLPOP reply, acknowledgement) plus rare
+// sweep-index writes.
+func TestWaitingDoesNotPoll(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		rdb := e.client()
+		cnt := newCounter()
+		rdb.AddHook(cnt)
+		c, err := coordinator.New(rdb, quietOpts(e))
+		must(t, err)
+		defer c.Close()
+		releaser := e.coordinator(quietOpts(e))
+		const a, n = "poll.a", 100
+		must(t, releaser.SetConcurrencyLimit(ctx, limits.Action(a), 1))
+		holder := holdN(t, releaser, a, 1)[0]
+		time.Sleep(50 * time.Millisecond)
+		cnt.reset()
+		got := waiters(t, c, a, "w", n)
+		eventually(t, 10*time.Second, "all queued", func() bool { return e.stats(releaser, a).QueueLength == n })
+		enq := cnt.reset()
+		time.Sleep(2500 * time.Millisecond)
+		idle := cnt.reset()
+		if total(idle) > 5 || idle["blpop"] != total(idle) {
+			t.Fatalf("while waiting, %d commands (%v); want only a few BLPOP rounds", total(idle), idle)
+		}
+		must(t, holder.Release(ctx))
+		for i := 0; i < n; i++ {
+			l := <-got
+			_, err := releaser.NotifyCompletion(ctx, a, l.ExecutionID())
+			must(t, err)
+		}
+		run := cnt.reset()
+		perAdmission := float64(enq["evalsha"]+enq["eval"]+run["evalsha"]+run["eval"]+run["blpop"]) / n
+		t.Logf("enqueue phase %v; idle %v; handoff phase %v; %.2f script+BLPOP round trips per queued admission", enq, idle, run, perAdmission)
+		if perAdmission > 3.1 {
+			t.Fatalf("%.2f round trips per queued admission, want <= 3", perAdmission)
+		}
+	})
+}
+
+func total(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// TestManyWaitersFewConnections: 10,000 executions waiting in one process
+// over 50 actions use a pool of 60 connections (50 blocking waits at most),
+// and all are admitted once the limit is lifted. Real Redis only: miniredis
+// interprets Lua in Go, too slowly for 10,000 enqueues under -race.
+func TestManyWaitersFewConnections(t *testing.T) {
+	func(t *testing.T, e *env) {
+		const actions, per = 50, 200
+		ctx := ctxT(t)
+		rdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 60, PoolTimeout: 30 * time.Second})
+		defer rdb.Close()
+		o := quietOpts(e)
+		o.MaxWaitConns = 50
+		c, err := coordinator.New(rdb, o)
+		must(t, err)
+		defer c.Close()
+		must(t, c.SetConcurrencyLimit(ctx, limits.Pack("many"), 0))
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		for a := 0; a < actions; a++ {
+			for i := 0; i < per; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					l, err := c.EnqueueAndWait(ctx, fmt.Sprintf("many.a%d", a), fmt.Sprintf("e%d", i))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					admitted.Add(1)
+					_ = l
+				}()
+			}
+		}
+		eventually(t, 25*time.Second, "all queued", func() bool {
+			sum := int64(0)
+			for a := 0; a < actions; a++ {
+				sum += e.stats(c, fmt.Sprintf("many.a%d", a)).QueueLength
+			}
+			return sum == actions*per
+		})
+		conns := rdb.PoolStats().TotalConns
+		blocked := -1
+		if e.mr == nil {
+			list, err := e.rdb.ClientList(ctx).Result()
+			must(t, err)
+			blocked = strings.Count(list, " flags=b ") // blocked right now
+		}
+		t.Logf("10,000 waiting over 50 actions: %d pool connections, %d blocked in BLPOP", conns, blocked)
+		if conns > 60 || blocked > 50 {
+			t.Fatalf("%d connections, %d blocked; want <= 60 and <= 50", conns, blocked)
+		}
+		must(t, c.SetConcurrencyLimit(ctx, limits.Pack("many"), limits.Unlimited))
+		wg.Wait()
+		if admitted.Load() != actions*per {
+			t.Fatalf("%d admitted", admitted.Load())
+		}
+	}(t, newRealEnv(t))
+}
+
+// TestSweepCostFollowsDue: a sweep pass with nothing due is one command,
+// however many actions and waiters exist; with k actions due it is about
+// one script per due action.
+func TestSweepCostFollowsDue(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		o := quietOpts(e)
+		o.LeaseTTL = 400 * time.Millisecond
+		o.AckTimeout = 100 * time.Millisecond
+		filler := e.coordinator(quietOpts(e))
+		for a := 0; a < 100; a++ {
+			ref := fmt.Sprintf("idle.a%d", a)
+			must(t, filler.SetConcurrencyLimit(ctx, limits.Action(ref), 0))
+			waiters(t, filler, ref, "w", 5)
+		}
+		eventually(t, 10*time.Second, "idle queues filled", func() bool { return e.stats(filler, "idle.a99").QueueLength == 5 })
+
+		rdb := e.client()
+		cnt := newCounter()
+		rdb.AddHook(cnt)
+		sweeper, err := coordinator.New(rdb, o)
+		must(t, err)
+		defer sweeper.Close()
+		_, err = sweeper.Sweep(ctx) // loads the script (NOSCRIPT, then EVAL) once
+		must(t, err)
+		time.Sleep(50 * time.Millisecond)
+		cnt.reset()
+		res, err := sweeper.Sweep(ctx)
+		must(t, err)
+		if n := cnt.trips.Load(); n != 1 || res.Visited != 0 {
+			t.Fatalf("sweep with nothing due: %d round trips (%v), %+v; want 1", n, cnt.reset(), res)
+		}
+
+		// Three actions whose holder stops renewing: due once their lease ends.
+		crashed, err := coordinator.New(e.client(), coordinator.Options{Prefix: e.prefix, SweepInterval: -1, LeaseTTL: o.LeaseTTL, AckTimeout: o.AckTimeout})
+		must(t, err)
+		for a := 0; a < 3; a++ {
+			ref := fmt.Sprintf("due.a%d", a)
+			must(t, crashed.SetConcurrencyLimit(ctx, limits.Action(ref), 1))
+			holdN(t, crashed, ref, 1)
+			waiters(t, filler, ref, "w", 1)
+			eventually(t, 5*time.Second, "queued", func() bool { return e.stats(filler, ref).QueueLength == 1 })
+		}
+		crashed.Close() // stops heartbeats; the leases run out
+		e.advance(o.LeaseTTL + 100*time.Millisecond)
+		time.Sleep(o.LeaseTTL / 2)
+		cnt.reset()
+		res, err = sweeper.Sweep(ctx)
+		must(t, err)
+		n := cnt.trips.Load()
+		t.Logf("sweep with 3 due of 103 actions: %d round trips, %+v", n, res)
+		if res.Visited != 3 || res.Reclaimed != 3 || res.Granted != 3 || n > 1+3*2 {
+			t.Fatalf("sweep with 3 due: %d round trips, %+v", n, res)
+		}
+	})
+}
