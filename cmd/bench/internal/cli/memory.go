@@ -143,4 +143,3 @@ func burst(ctx context.Context, c *coordinator.Coordinator, ref string, n int) (
 	}
 	return 0, fmt.Errorf("burst: %d executions not queued within 30s", n)
 }
-
