@@ -232,3 +232,23 @@ func TestRedisClient(t *testing.T) {
 		t.Fatal("ParseLimit(-5) succeeded")
 	}
 }
+
+// TestExampleFile keeps coordinator.example.yaml loadable and equal to the
+// defaults apart from its example policies.
+func TestExampleFile(t *testing.T) {
+	c, err := config.Load(config.Sources{File: filepath.Join("..", "..", "coordinator.example.yaml")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Policies) != 3 {
+		t.Fatalf("policies: %+v", c.Policies)
+	}
+	d := config.Defaults()
+	c.Policies = nil
+	c.Redis.ClusterAddresses, d.Redis.ClusterAddresses = nil, nil
+	if c.HTTPAddr != d.HTTPAddr || c.KeyPrefix != d.KeyPrefix || c.QueueTimeout != d.QueueTimeout ||
+		c.LeaseTTL != d.LeaseTTL || c.AckTimeout != d.AckTimeout || c.QueueMaxLength != d.QueueMaxLength ||
+		c.CompletionClaimIdle != d.CompletionClaimIdle || c.MaxBodyBytes != d.MaxBodyBytes || !c.Embedded() {
+		t.Fatalf("example differs from defaults:\n%+v\n%+v", c, d)
+	}
+}
