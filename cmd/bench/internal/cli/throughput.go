@@ -96,6 +96,7 @@ func runThroughput(ctx context.Context, f *Flags, e *env, stderr io.Writer) (*re
 	stop()
 	s := metrics.Summarize(col.Executions(), wl.Planned(), wl.Limit, 0)
 	r.Load = report.NewLoad("baton", s, counts, info.done(ctx), col.Failures())
+	r.Load.SetRedisUsec(info.usec)
 	if wl.Processes > 1 {
 		r.Notes = append(r.Notes, "redis_cmds_per_admission counts the children's commands; the parent only set the limits")
 	}
@@ -205,37 +206,43 @@ func runPolling(ctx context.Context, f *Flags, e *env, stderr io.Writer) (*repor
 	stop()
 	s := metrics.Summarize(col.Executions(), wl.Planned(), wl.Limit, 0)
 	l := report.NewLoad("polling", s, counts, info.done(ctx), col.Failures())
+	l.SetRedisUsec(info.usec)
 	l.RoundTripsPerQueuedAdmission, l.FastAdmissions = 0, l.Admitted
 	return l, nil
 }
 
 // infoDiff takes INFO commandstats before and after (real Redis only).
 type infoDiff struct {
-	rdb    *redis.Client
-	before redisstats.CommandStats
+	rdb              *redis.Client
+	before, usecBase redisstats.CommandStats
+	// usec is the microseconds Redis spent in commands over the run, set by done.
+	usec int64
 }
 
 func newInfoDiff(ctx context.Context, rdb *redis.Client, e *env) *infoDiff {
 	if e.miniredis {
 		return &infoDiff{}
 	}
-	before, err := redisstats.ReadCommandStats(ctx, rdb)
+	before, usec, err := redisstats.ReadCommandStats(ctx, rdb)
 	if err != nil {
 		return &infoDiff{}
 	}
-	return &infoDiff{rdb: rdb, before: before}
+	return &infoDiff{rdb: rdb, before: before, usecBase: usec}
 }
 
 func (d *infoDiff) done(ctx context.Context) redisstats.CommandStats {
 	if d.rdb == nil {
 		return nil
 	}
-	after, err := redisstats.ReadCommandStats(context.WithoutCancel(ctx), d.rdb)
+	after, usec, err := redisstats.ReadCommandStats(context.WithoutCancel(ctx), d.rdb)
 	if err != nil {
 		return nil
 	}
 	diff := after.Sub(d.before)
 	delete(diff, "info") // the bench's own INFO
+	u := usec.Sub(d.usecBase)
+	delete(u, "info")
+	d.usec = u.Total()
 	return diff
 }
 

@@ -26,8 +26,14 @@ import (
 // "config|resetstat") to its number of calls.
 type CommandStats map[string]int64
 
-// ParseCommandStats reads the text of INFO commandstats.
-func ParseCommandStats(info string) CommandStats {
+// ParseCommandStats reads the calls of INFO commandstats.
+func ParseCommandStats(info string) CommandStats { return parseCommandStats(info, "calls=") }
+
+// ParseCommandUsec reads the microseconds spent per command (usec=) from INFO
+// commandstats: Redis's own CPU time in each command, scripts included.
+func ParseCommandUsec(info string) CommandStats { return parseCommandStats(info, "usec=") }
+
+func parseCommandStats(info, field string) CommandStats {
 	out := CommandStats{}
 	sc := bufio.NewScanner(strings.NewReader(info))
 	for sc.Scan() {
@@ -37,7 +43,7 @@ func ParseCommandStats(info string) CommandStats {
 			continue
 		}
 		for _, kv := range strings.Split(rest, ",") {
-			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+			if v, ok := strings.CutPrefix(kv, field); ok {
 				n, err := strconv.ParseInt(v, 10, 64)
 				if err == nil {
 					out[strings.TrimPrefix(name, "cmdstat_")] = n
@@ -68,13 +74,14 @@ func (s CommandStats) Total() int64 {
 	return n
 }
 
-// ReadCommandStats runs INFO commandstats.
-func ReadCommandStats(ctx context.Context, rdb redis.UniversalClient) (CommandStats, error) {
+// ReadCommandStats runs INFO commandstats and returns the calls and the
+// microseconds per command.
+func ReadCommandStats(ctx context.Context, rdb redis.UniversalClient) (calls, usec CommandStats, err error) {
 	s, err := rdb.Info(ctx, "commandstats").Result()
 	if err != nil {
-		return nil, fmt.Errorf("INFO commandstats: %w", err)
+		return nil, nil, fmt.Errorf("INFO commandstats: %w", err)
 	}
-	return ParseCommandStats(s), nil
+	return ParseCommandStats(s), ParseCommandUsec(s), nil
 }
 
 // ParseInfoField returns one "field:value" of INFO text, or "".

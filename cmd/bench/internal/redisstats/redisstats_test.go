@@ -25,6 +25,9 @@ func TestParseCommandStats(t *testing.T) {
 			t.Errorf("%s = %d, want %d", k, got[k], v)
 		}
 	}
+	if u := ParseCommandUsec(sample); u["evalsha"] != 87 || u["hset"] != 13 {
+		t.Errorf("usec %v", u)
+	}
 	before := CommandStats{"hset": 4, "evalsha": 4}
 	d := got.Sub(before)
 	if d["hset"] != 6 || d["config|resetstat"] != 1 || len(d) != 2 || d.Total() != 7 {

@@ -66,3 +66,14 @@ func splitAdmissions(admitted int, c redisstats.Counts) (fast int, perQueued flo
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// SetRedisUsec records the microseconds Redis spent executing commands over
+// the run (INFO commandstats usec, scripts included; 0: unknown) and the
+// admission rate at which that work would keep one Redis core busy.
+func (l *Load) SetRedisUsec(usec int64) {
+	if usec <= 0 || l.Admitted == 0 {
+		return
+	}
+	l.RedisUsecPerAdmission = float64(usec) / float64(l.Admitted)
+	l.RedisCPUBoundAdmissionsPerS = 1e6 / l.RedisUsecPerAdmission
+}

@@ -81,6 +81,11 @@ type Load struct {
 	// RedisCallsPerAdmission is the INFO commandstats difference per
 	// admission: client commands plus every redis.call inside scripts.
 	RedisCallsPerAdmission float64 `json:"redis_calls_per_admission_incl_scripts,omitempty"`
+	// RedisUsecPerAdmission is Redis's time in commands per admission (INFO
+	// commandstats usec), and RedisCPUBoundAdmissionsPerS what one fully busy
+	// Redis core would then sustain (command execution only: no network I/O).
+	RedisUsecPerAdmission       float64 `json:"redis_usec_per_admission,omitempty"`
+	RedisCPUBoundAdmissionsPerS float64 `json:"redis_cpu_bound_admissions_per_s,omitempty"`
 	// Commandstats is the INFO commandstats difference over the run.
 	Commandstats map[string]int64 `json:"commandstats,omitempty"`
 	// Failures counts the errors clients saw, by message.
@@ -233,6 +238,12 @@ func writeLoads(tw io.Writer, cols []*Load) {
 			return "-"
 		}
 		return fmt.Sprintf("%.1f", l.RedisCallsPerAdmission)
+	})
+	row("redis usec per admission", func(l *Load) string {
+		if l.RedisUsecPerAdmission == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f (one core: %.0f/s)", l.RedisUsecPerAdmission, l.RedisCPUBoundAdmissionsPerS)
 	})
 	row("wall_s", func(l *Load) string { return fmt.Sprintf("%.2f", l.WallS) })
 	for _, l := range cols {
