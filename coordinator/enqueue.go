@@ -63,7 +63,7 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 	c.addDue(ctx, action, due)
 	switch status {
 	case "admitted", "running":
-		return c.addLease(as, executionID, fence, parseInt(seqStr)), nil
+		return c.addLease(action, executionID, fence, parseInt(seqStr)), nil
 	case "full":
 		return nil, fmt.Errorf("%w: %s holds %d waiting executions", ErrQueueFull, action, c.opts.MaxQueueLength)
 	case "queued":
@@ -77,6 +77,7 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 		c.cancelQueued(as, executionID, seqStr)
 		return nil, ErrClosed
 	}
+	as = c.actionLocked(action) // the heartbeat may have dropped the idle entry meanwhile
 	w, isNew, wake := as.addWaiterLocked(executionID, parseInt(seqStr), seqStr, grantKey)
 	if isNew {
 		c.armTimeoutLocked(w, c.opts.QueueTimeout)

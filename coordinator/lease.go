@@ -98,9 +98,10 @@ func (c *Coordinator) release(ctx context.Context, action, id string, fence int6
 
 // addLease records a lease this process holds, or returns the one already
 // recorded for the same grant.
-func (c *Coordinator) addLease(as *actionState, id string, fence, seq int64) *Lease {
+func (c *Coordinator) addLease(action, id string, fence, seq int64) *Lease {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	as := c.actionLocked(action) // the live entry, which the heartbeat renews
 	if l := as.leases[id]; l != nil && l.fence == fence {
 		return l
 	}

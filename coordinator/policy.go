@@ -175,8 +175,14 @@ func (c *Coordinator) refreshPolicies() (changed bool) {
 		c.log.Warn("baton: checking policy version", slog.Any("error", err))
 		return false
 	}
-	if v == c.policies.Load().Version {
+	cur := c.policies.Load()
+	if v == cur.Version {
 		return false
+	}
+	if v < cur.Version {
+		// The policy hash went back (flushed, or a failover lost writes):
+		// Redis is the truth, so drop the newer cache.
+		c.policies.CompareAndSwap(cur, &limits.Policies{Limits: map[limits.Scope]int{}})
 	}
 	if _, err := c.Policies(ctx); err != nil {
 		c.log.Warn("baton: refreshing policies", slog.Any("error", err))

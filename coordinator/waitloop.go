@@ -151,7 +151,7 @@ func (c *Coordinator) handleToken(as *actionState, id, raw string, fromLoop bool
 	case !ok:
 		err = ErrLeaseLost
 	default:
-		lease = c.addLease(as, id, t.fence, w.seq)
+		lease = c.addLease(as.ref, id, t.fence, w.seq)
 	}
 	c.mu.Lock()
 	wake := as.finishLocked(w, lease, err)
