@@ -74,6 +74,9 @@ func runMemory(ctx context.Context, f *Flags, e *env) (*report.Report, error) {
 		return nil, err
 	}
 	if !e.miniredis {
+		if err := redisstats.WaitLazyFree(ctx, rdb, 30*time.Second); err != nil {
+			return nil, err
+		}
 		if m.UsedBefore, err = redisstats.UsedMemory(ctx, rdb); err != nil {
 			return nil, err
 		}
@@ -100,11 +103,14 @@ func runMemory(ctx context.Context, f *Flags, e *env) (*report.Report, error) {
 		m.BytesPerQueued = float64(m.UsedAfter-m.UsedBefore) / float64(f.Queued)
 		m.KeyBytes = map[string]int64{}
 		names := []string{"queue", "waiting", "running", "holders", "owners", "meta", "waits"}
+		var sum int64
 		for i, k := range fixture.ActionKeys(e.prefix, ref) {
 			if n, err := rdb.MemoryUsage(ctx, k, 0).Result(); err == nil {
 				m.KeyBytes[names[i]] = n
+				sum += n
 			}
 		}
+		m.KeyBytesPerQueued = float64(sum) / float64(f.Queued)
 	}
 	if m.Enqueue1000Ms, err = burst(ctx, c, "bench.burst", 1000); err != nil {
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -107,6 +108,26 @@ func UsedMemory(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
 		return 0, fmt.Errorf("INFO memory: used_memory %q: %w", v, err)
 	}
 	return n, nil
+}
+
+// WaitLazyFree waits (up to d) until Redis has no objects left to free in
+// the background (lazyfree_pending_objects 0), so that memory figures are not
+// skewed by an earlier UNLINK.
+func WaitLazyFree(ctx context.Context, rdb redis.UniversalClient, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		s, err := rdb.Info(ctx, "memory").Result()
+		if err != nil {
+			return fmt.Errorf("INFO memory: %w", err)
+		}
+		if v := ParseInfoField(s, "lazyfree_pending_objects"); v == "" || v == "0" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis still frees objects lazily after %v", d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // ServerVersion reads redis_version from INFO server ("" if absent).

@@ -103,8 +103,12 @@ type Memory struct {
 	// Enqueue1000Ms is how long 1,000 concurrent EnqueueAndWait calls on one
 	// action took until all 1,000 were in the queue.
 	Enqueue1000Ms float64 `json:"enqueue_1000_ms"`
-	// KeyBytes is MEMORY USAGE of each per-action key after the fill.
-	KeyBytes map[string]int64 `json:"key_bytes,omitempty"`
+	// KeyBytes is MEMORY USAGE of each per-action key after the fill, and
+	// KeyBytesPerQueued their sum per queued execution (a cross-check of
+	// BytesPerQueued that leaves out allocator and dictionary overheads
+	// outside the keys).
+	KeyBytes          map[string]int64 `json:"key_bytes,omitempty"`
+	KeyBytesPerQueued float64          `json:"key_bytes_per_queued,omitempty"`
 }
 
 // Sweep is the result of --mode sweep.
@@ -179,7 +183,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(tw, "queued\t%d\t(%d-byte IDs, filled in %.2fs)\n", m.Queued, m.IDBytes, m.FillS)
 		fmt.Fprintf(tw, "used_memory\t%d -> %d\n", m.UsedBefore, m.UsedAfter)
-		fmt.Fprintf(tw, "bytes_per_queued\t%.1f\t(target <= 150)\n", m.BytesPerQueued)
+		fmt.Fprintf(tw, "bytes_per_queued\t%.1f\t(target <= 150; INFO used_memory difference)\n", m.BytesPerQueued)
+		fmt.Fprintf(tw, "key_bytes_per_queued\t%.1f\t(MEMORY USAGE of the action's keys)\n", m.KeyBytesPerQueued)
 		for _, k := range slices.Sorted(maps.Keys(m.KeyBytes)) {
 			fmt.Fprintf(tw, "  MEMORY USAGE %s\t%d\n", k, m.KeyBytes[k])
 		}
