@@ -102,7 +102,10 @@ func (c *Coordinator) QueueStats(ctx context.Context, action string) (QueueStats
 		st.Wait.Buckets = append(st.Wait.Buckets, parseInt(waits[fmt.Sprintf("le_%d", b.Milliseconds())]))
 	}
 	st.Wait.Over = parseInt(waits["le_inf"])
-	st.Wait.Count = parseInt(waits["count"])
+	st.Wait.Count = st.Wait.Over
+	for _, n := range st.Wait.Buckets {
+		st.Wait.Count += n
+	}
 	st.Wait.Sum = time.Duration(parseInt(waits["sum_us"])) * time.Microsecond
 	return st, nil
 }

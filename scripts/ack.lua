@@ -13,7 +13,7 @@
 -- Idempotent: acknowledging twice extends the same lease.
 local exec, fence, owner, lease_ms, ack_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 
-reclaim()
+reclaim_and_grant(false, ack_ms)
 local ok = 0
 local h = redis.call('HGET', K.holders, exec)
 if h then
@@ -24,5 +24,4 @@ if h then
     ok = 1
   end
 end
-local _, _, more = grant_waiters(ack_ms)
-return { ok, str(index_due(next_due(more))) }
+return { ok, str(REPORT) }

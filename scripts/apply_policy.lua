@@ -9,5 +9,5 @@
 -- Reply {granted, due}. An older version than the action's changes nothing.
 adopt_policy(ARGV[1], ARGV[2], ARGV[3])
 reclaim()
-local granted, _, more = grant_waiters(ARGV[4])
-return { granted, str(index_due(next_due(more))) }
+local granted = grant_waiters(ARGV[4])
+return { granted, str(REPORT) }

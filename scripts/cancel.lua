@@ -15,7 +15,7 @@
 -- Idempotent: a second cancel finds nothing and returns 0.
 local exec, seq, owner, ack_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
-reclaim()
+local reclaimed = reclaim()
 local result = 0
 local w = redis.call('HGET', K.waiting, exec)
 if w then
@@ -34,5 +34,7 @@ elseif seq ~= '' then
     end
   end
 end
-local _, _, more = grant_waiters(ack_ms)
-return { result, str(index_due(next_due(more))) }
+if reclaimed > 0 or result == 2 then
+  grant_waiters(ack_ms)
+end
+return { result, str(REPORT) }

@@ -21,9 +21,7 @@
 local exec, owner = ARGV[1], ARGV[2]
 local max_queue, lease_ms, ack_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 
-adopt_policy(ARGV[6], ARGV[7], ARGV[8])
-reclaim()
-local _, _, more = grant_waiters(ack_ms)
+reclaim_and_grant(adopt_policy(ARGV[6], ARGV[7], ARGV[8]), ack_ms)
 
 local h = redis.call('HGET', K.holders, exec)
 if h then
@@ -46,7 +44,7 @@ if w then
     redis.call('DEL', KEYS[8])
   end
   touch_owner(owner, lease_ms)
-  return { 'queued', 0, wv[1], str(index_due(next_due(more))) }
+  return { 'queued', 0, wv[1], str(REPORT) }
 end
 
 local queued = redis.call('LLEN', K.queue)
@@ -56,22 +54,24 @@ if max_queue >= 0 and queued >= max_queue then
 end
 
 local seq = NOW_US
-local last = tonumber(redis.call('HGET', K.meta, 'seq') or '0')
+local last = tonumber(META[3] or '0')
 if seq <= last then
   seq = last + 1
 end
 seq = str(seq)
 redis.call('HSET', K.meta, 'seq', seq)
 redis.call('HINCRBY', K.meta, 'enqueued', 1)
-touch_owner(owner, lease_ms)
 
-local limit = current_limit()
-if queued == 0 and (limit < 0 or active() < limit) then
+if queued == 0 and (LIMIT < 0 or active() < LIMIT) then
   local fence = admit(exec, owner, seq, NOW + lease_ms, 'h')
   return { 'admitted', fence, seq, 0 }
 end
 
+touch_owner(owner, lease_ms) -- a waiter is skipped once its owner stops renewing
 redis.call('RPUSH', K.queue, exec)
 redis.call('HSET', K.waiting, exec, seq .. ':' .. owner)
 redis.call('DEL', KEYS[8])
-return { 'queued', 0, seq, str(index_due(next_due(more))) }
+if queued == 0 then
+  note_due(earliest_deadline()) -- the first waiter: a sweeper must watch the leases
+end
+return { 'queued', 0, seq, str(REPORT) }

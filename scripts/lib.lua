@@ -14,7 +14,7 @@
 --   KEYS[5] owners   ZSET  owner (one Coordinator) -> liveness deadline (ms)
 --   KEYS[6] meta     HASH  limit, limit_source, policy_version, fence, seq,
 --                          indexed_due and the totals
---   KEYS[7] waits    HASH  wait-time histogram: le_<ms> buckets, count, sum_us
+--   KEYS[7] waits    HASH  wait-time histogram: le_<ms> buckets (their sum is the count), sum_us
 -- Grant and wake keys of other waiters are derived from KEYS[1] (same tag).
 --
 -- seq is the enqueue time in microseconds on the Redis clock, raised by one
@@ -37,6 +37,12 @@ local MAX_RECLAIM = 1000
 local TIME = redis.call('TIME')
 local NOW_US = tonumber(TIME[1]) * 1000000 + tonumber(TIME[2])
 local NOW = math.floor(NOW_US / 1000)
+
+-- The meta fields every script needs, read once.
+local META = redis.call('HMGET', K.meta, 'policy_version', 'limit', 'seq', 'indexed_due')
+local LIMIT = tonumber(META[2] or '-1')
+local INDEXED = tonumber(META[4] or '0') -- meta.indexed_due as this call leaves it
+local REPORT = 0 -- due time the caller must add to the sweep index (0: none)
 
 -- str renders an integer-valued number without exponent (Lua prints 1e15 as 1e+15).
 local function str(n)
@@ -73,20 +79,15 @@ local function holder_value(fence, owner, since, seq, state)
 end
 
 -- adopt_policy takes the caller's resolved limit when its policy version is
--- newer than the one the action last saw.
+-- newer than the one the action last saw; it reports whether it did.
 local function adopt_policy(version, limit, source)
   local v = tonumber(version)
-  if v == nil then
-    return
+  if v == nil or v <= tonumber(META[1] or '-1') then
+    return false
   end
-  local cur = tonumber(redis.call('HGET', K.meta, 'policy_version') or '-1')
-  if v > cur then
-    redis.call('HSET', K.meta, 'policy_version', version, 'limit', limit, 'limit_source', source)
-  end
-end
-
-local function current_limit()
-  return tonumber(redis.call('HGET', K.meta, 'limit') or '-1')
+  redis.call('HSET', K.meta, 'policy_version', version, 'limit', limit, 'limit_source', source)
+  LIMIT = tonumber(limit)
+  return true
 end
 
 -- active counts running entries whose lease has not expired.
@@ -117,8 +118,7 @@ local function observe_wait(seq)
       break
     end
   end
-  redis.call('HINCRBY', K.waits, bucket, 1)
-  redis.call('HINCRBY', K.waits, 'count', 1)
+  redis.call('HINCRBY', K.waits, bucket, 1) -- the count is the sum of the buckets
   redis.call('HINCRBY', K.waits, 'sum_us', str(wait_us))
 end
 
@@ -152,10 +152,29 @@ local function admit(exec, owner, seq, deadline, state)
   return fence
 end
 
+-- note_due records that the action may need a sweeper at d (ms): a new
+-- deadline while executions wait. Only a time earlier than the one already
+-- recorded (or a stale one) reaches the caller, which adds it to the
+-- cross-slot sweep index, so the index is written rarely.
+local function note_due(d)
+  if d == 0 then
+    return
+  end
+  if INDEXED == 0 or d < INDEXED or INDEXED < NOW - 5000 then
+    INDEXED = d
+    redis.call('HSET', K.meta, 'indexed_due', str(d))
+    if REPORT == 0 or d < REPORT then
+      REPORT = d
+    end
+  end
+end
+
 -- grant_waiters hands free slots to the oldest live waiters, in queue order.
--- Returns granted, abandoned, and whether dead waiters are left to skip.
+-- Returns granted and abandoned. Only a call that freed a slot (release,
+-- reclaim, give-back) or raised the limit needs it: otherwise the queue is
+-- empty or the slots are full.
 local function grant_waiters(ack_ms)
-  local limit = current_limit()
+  local limit = LIMIT
   local running = active()
   local granted, abandoned = 0, 0
   while limit < 0 or running < limit do
@@ -169,8 +188,10 @@ local function grant_waiters(ack_ms)
       local wv = split(w)
       local seq, owner = wv[1], wv[2]
       if owner_alive(owner) then
-        local fence = admit(exec, owner, seq, NOW + tonumber(ack_ms), 'g')
+        local deadline = NOW + tonumber(ack_ms)
+        local fence = admit(exec, owner, seq, deadline, 'g')
         push_token(owner, exec, 'g:' .. seq .. ':' .. str(fence))
+        note_due(deadline)
         granted = granted + 1
         running = running + 1
       else
@@ -178,23 +199,17 @@ local function grant_waiters(ack_ms)
         redis.call('HINCRBY', K.meta, 'abandoned', 1)
         abandoned = abandoned + 1
         if abandoned >= MAX_SKIP then
-          return granted, abandoned, true
+          note_due(NOW) -- more to skip: the sweeper carries on
+          return granted, abandoned
         end
       end
     end
   end
-  return granted, abandoned, false
+  return granted, abandoned
 end
 
--- next_due is when the sweeper must next look at this action (0: never):
--- the earliest lease deadline, but only while executions wait for a slot.
-local function next_due(more)
-  if redis.call('LLEN', K.queue) == 0 then
-    return 0
-  end
-  if more then
-    return NOW
-  end
+-- earliest_deadline is the first lease or grant deadline (0: nothing runs).
+local function earliest_deadline()
   local first = redis.call('ZRANGE', K.running, 0, 0, 'WITHSCORES')
   if #first == 0 then
     return 0
@@ -202,18 +217,21 @@ local function next_due(more)
   return tonumber(first[2])
 end
 
--- index_due records due in meta and returns it when the caller must add it to
--- the cross-slot sweep index (0: the index already holds an earlier time).
-local function index_due(due)
-  if due == 0 then
+-- next_due is when the sweeper must next look at this action, computed from
+-- scratch (0: never): the earliest deadline, while executions wait.
+local function next_due()
+  if redis.call('LLEN', K.queue) == 0 then
     return 0
   end
-  local cur = tonumber(redis.call('HGET', K.meta, 'indexed_due') or '0')
-  if cur == 0 or due < cur or cur < NOW - 5000 then
-    redis.call('HSET', K.meta, 'indexed_due', str(due))
-    return due
+  return earliest_deadline()
+end
+
+-- reclaim_and_grant reclaims expired leases and, if that or a policy change
+-- may have freed slots, grants them.
+local function reclaim_and_grant(policy_changed, ack_ms)
+  if reclaim() > 0 or policy_changed then
+    grant_waiters(ack_ms)
   end
-  return 0
 end
 
 -- remove_waiter takes a waiting execution out of the queue and tells its waiter why.

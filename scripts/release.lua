@@ -16,8 +16,8 @@
 -- changes nothing, so a count never goes negative and no other slot is freed.
 local exec, fence, ack_ms = ARGV[1], ARGV[2], ARGV[3]
 
-adopt_policy(ARGV[4], ARGV[5], ARGV[6])
-reclaim()
+local changed = adopt_policy(ARGV[4], ARGV[5], ARGV[6])
+local reclaimed = reclaim()
 
 local held = 0
 local h = redis.call('HGET', K.holders, exec)
@@ -31,5 +31,8 @@ if h then
   end
 end
 
-local granted, _, more = grant_waiters(ack_ms)
-return { held, granted, str(index_due(next_due(more))) }
+local granted = 0
+if held == 1 or reclaimed > 0 or changed then
+  granted = grant_waiters(ack_ms)
+end
+return { held, granted, str(REPORT) }

@@ -18,8 +18,7 @@
 -- lease is gone (reclaimed, released or re-granted).
 local owner, lease_ms, ack_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
-adopt_policy(ARGV[4], ARGV[5], ARGV[6])
-reclaim()
+reclaim_and_grant(adopt_policy(ARGV[4], ARGV[5], ARGV[6]), ack_ms)
 touch_owner(owner, lease_ms)
 redis.call('ZREMRANGEBYSCORE', K.owners, '-inf', NOW)
 
@@ -51,8 +50,7 @@ for i = 9, #ARGV, 2 do
   end
 end
 
-local _, _, more = grant_waiters(ack_ms)
-local due = next_due(more)
-index_due(due)
+local due = next_due()
+note_due(due)
 reply[1] = str(due)
 return reply

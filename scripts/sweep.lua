@@ -11,8 +11,11 @@ local ack_ms = ARGV[1]
 
 local reclaimed = reclaim()
 redis.call('ZREMRANGEBYSCORE', K.owners, '-inf', NOW)
-local granted, abandoned, more = grant_waiters(ack_ms)
-local due = next_due(more)
+local granted, abandoned = grant_waiters(ack_ms)
+local due = next_due()
+if due > 0 and REPORT > 0 and REPORT < due then
+  due = REPORT -- dead waiters left to skip: come back at once
+end
 if due > 0 then
   redis.call('HSET', K.meta, 'indexed_due', str(due))
 else

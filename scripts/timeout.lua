@@ -15,9 +15,10 @@
 -- due > 0: add the action to the sweep index at that time.
 local exec, seq, owner, timeout_ms, ack_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 
-reclaim()
+local reclaimed = reclaim()
 local w = redis.call('HGET', K.waiting, exec)
 local result = 'gone'
+local gave_back = false
 if w then
   local wv = split(w)
   if wv[1] == seq and wv[2] == owner then
@@ -35,8 +36,11 @@ else
     if hv.seq == seq and hv.owner == owner and hv.state == 'g' then
       give_back(exec, 'timed_out')
       result = 'timedout'
+      gave_back = true
     end
   end
 end
-local _, _, more = grant_waiters(ack_ms)
-return { result, '0', str(index_due(next_due(more))) }
+if reclaimed > 0 or gave_back then
+  grant_waiters(ack_ms)
+end
+return { result, '0', str(REPORT) }
