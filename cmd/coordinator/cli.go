@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/batonhq/baton/coordinator"
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/daemon"
@@ -187,6 +189,7 @@ func serve(ctx context.Context, args, environ []string, stderr io.Writer) int {
 		return usageError(stderr, nil, err)
 	}
 	log := newLogger(cfg, stderr)
+	redis.SetLogger(redisLogger{log})
 	if err := daemon.Run(ctx, cfg, log, versionString()); err != nil {
 		log.Error("coordinator failed", slog.Any("error", err))
 		return exitFailure

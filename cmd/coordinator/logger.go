@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -31,4 +33,12 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// redisLogger sends go-redis's own messages (pool dial failures, ...) to
+// the process logger, so every line on stderr has the same format.
+type redisLogger struct{ log *slog.Logger }
+
+func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
+	r.log.Warn(fmt.Sprintf(format, v...), slog.String("component", "go-redis"))
 }

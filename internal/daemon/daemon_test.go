@@ -1,0 +1,200 @@
+package daemon_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/daemon"
+	"github.com/batonhq/baton/limits"
+)
+
+// records is a slog.Handler that keeps every record's message and attributes.
+type records struct {
+	mu    *sync.Mutex
+	lines *[]map[string]any
+	attrs []slog.Attr
+}
+
+func newRecords() records { return records{mu: &sync.Mutex{}, lines: &[]map[string]any{}} }
+
+func (r records) Enabled(context.Context, slog.Level) bool { return true }
+func (r records) WithGroup(string) slog.Handler            { return r }
+func (r records) WithAttrs(as []slog.Attr) slog.Handler {
+	r.attrs = append(append([]slog.Attr{}, r.attrs...), as...)
+	return r
+}
+
+func (r records) Handle(_ context.Context, rec slog.Record) error {
+	m := map[string]any{"msg": rec.Message, "level": rec.Level.String()}
+	for _, a := range r.attrs {
+		m[a.Key] = a.Value.Any()
+	}
+	rec.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value.Any(); return true })
+	r.mu.Lock()
+	*r.lines = append(*r.lines, m)
+	r.mu.Unlock()
+	return nil
+}
+
+// wait returns the first record with message msg, waiting up to 20 s.
+func (r records) wait(t *testing.T, msg string) map[string]any {
+	t.Helper()
+	for range 1000 {
+		r.mu.Lock()
+		for _, l := range *r.lines {
+			if l["msg"] == msg {
+				r.mu.Unlock()
+				return l
+			}
+		}
+		r.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no log %q within 20s", msg)
+	return nil
+}
+
+func (r records) first() map[string]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return (*r.lines)[0]
+}
+
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+	logs   records
+	addr   string
+}
+
+func start(t *testing.T, cfg config.Config) *running {
+	t.Helper()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1), logs: newRecords()}
+	go func() { r.done <- daemon.Run(ctx, cfg, slog.New(r.logs), "test") }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(20 * time.Second):
+			t.Error("daemon did not stop")
+		}
+	})
+	r.addr = r.logs.wait(t, "http: listening")["http_addr"].(string)
+	return r
+}
+
+func (r *running) status(t *testing.T, path string) int {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 20 * time.Second}).Get("http://" + r.addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return within 20s of cancel")
+	}
+	r.done <- nil // for the cleanup
+}
+
+func TestEmbeddedRunAndShutdown(t *testing.T) {
+	r := start(t, config.Defaults())
+	if first := r.logs.first(); first["msg"] != "embedded redis: listening" || first["redis_addr"] == "" {
+		t.Fatalf("first log: %v", first)
+	}
+	r.logs.wait(t, daemon.EmbeddedWarning)
+	r.logs.wait(t, "ready: listening for completion events")
+	if got := r.status(t, "/readyz"); got != 200 {
+		t.Fatalf("/readyz: %d", got)
+	}
+	r.stop(t)
+	r.logs.wait(t, "stopped")
+}
+
+func TestInitialPoliciesKeepRuntimeChanges(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	c, err := coordinator.New(rdb, coordinator.Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.SetConcurrencyLimit(ctx, limits.Action("core.http"), 7); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := config.Defaults()
+	cfg.Redis.Address = mr.Addr()
+	cfg.Policies = []config.Policy{{Scope: limits.Global(), MaxConcurrent: 5}, {Scope: limits.Action("core.http"), MaxConcurrent: 2}}
+	r := start(t, cfg)
+	r.logs.wait(t, "ready: listening for completion events")
+	p, err := c.Policies(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Limits[limits.Global()] != 5 || p.Limits[limits.Action("core.http")] != 7 {
+		t.Fatalf("policies: %v", p.Limits)
+	}
+	r.stop(t)
+}
+
+// TestStartsBeforeRedis: the daemon serves /healthz and a 503 /readyz until
+// Redis comes up, then finishes starting.
+func TestStartsBeforeRedis(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+
+	cfg := config.Defaults()
+	cfg.Redis.Address = addr
+	r := start(t, cfg)
+	r.logs.wait(t, "redis not ready; retrying")
+	if got := r.status(t, "/healthz"); got != 200 {
+		t.Fatalf("/healthz: %d", got)
+	}
+	if got := r.status(t, "/readyz"); got != 503 {
+		t.Fatalf("/readyz before Redis: %d", got)
+	}
+	mr := miniredis.NewMiniRedis()
+	if err := mr.StartAddr(addr); err != nil {
+		t.Skipf("port %s taken meanwhile: %v", addr, err)
+	}
+	defer mr.Close()
+	r.logs.wait(t, "ready: listening for completion events")
+	// go-redis keeps returning its last dial error for a moment after
+	// repeated failures, so readiness may lag a little behind.
+	for i := 0; r.status(t, "/readyz") != 200; i++ {
+		if i == 100 {
+			t.Fatal("/readyz not 200 within 10s of Redis coming up")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.stop(t)
+}
