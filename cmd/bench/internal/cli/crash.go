@@ -70,10 +70,21 @@ func runCrash(ctx context.Context, f *Flags, e *env, stderr io.Writer) (*report.
 	}
 	ok := waitFor(ctx, 10*time.Second, func() bool {
 		holding, waiting := col.InFlight(victim)
-		if f.KillWhen == "waiting" {
-			return len(holding) == 0 && len(waiting) > 0
+		if f.KillWhen == "holding" {
+			return len(holding) > 0
 		}
-		return len(holding) > 0
+		if len(holding) > 0 || len(waiting) == 0 {
+			return false
+		}
+		// The events lag behind Redis (a grant not yet reported, a release
+		// not yet sent), so ask Redis too. While every action is paused no
+		// new grant can make the victim a holder again.
+		held, _, err := classify(ctx, c, col.Executions(), victim, time.Now())
+		if err != nil || len(held) > 0 {
+			time.Sleep(10 * time.Millisecond)
+			return false
+		}
+		return true
 	})
 	if !ok {
 		r.Notes = append(r.Notes, "the victim never reached the --kill-when state within 10s; killed anyway")
