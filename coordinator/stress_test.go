@@ -143,3 +143,63 @@ func TestStrictFIFOObserved(t *testing.T) {
 		}
 	})
 }
+
+// TestStressClosedLoop: 40 clients over 4 Coordinators each submit, hold,
+// release and think, 25 times, so the queue keeps emptying and refilling and
+// both the fast path and the handoff run under contention. The test counts
+// holders itself; never more than the limit.
+func TestStressClosedLoop(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		const limit, clients, rounds, a = 3, 40, 25, "stress.loop"
+		ctx := ctxT(t)
+		var cs []*coordinator.Coordinator
+		for i := 0; i < 4; i++ {
+			cs = append(cs, e.coordinator(e.opts()))
+		}
+		must(t, cs[0].SetConcurrencyLimit(ctx, limits.Action(a), limit))
+		var held, maxHeld, fast atomic.Int64
+		var wg sync.WaitGroup
+		for cl := 0; cl < clients; cl++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for r := 0; r < rounds; r++ {
+					start := time.Now()
+					l, err := cs[cl%4].EnqueueAndWait(ctx, a, fmt.Sprintf("c%d-r%d", cl, r))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if time.Since(start) < 200*time.Microsecond {
+						fast.Add(1)
+					}
+					h := held.Add(1)
+					for {
+						m := maxHeld.Load()
+						if h <= m || maxHeld.CompareAndSwap(m, h) {
+							break
+						}
+					}
+					time.Sleep(time.Duration(1000+rand.IntN(1000)) * time.Microsecond)
+					held.Add(-1)
+					if err := l.Release(ctx); err != nil {
+						t.Error(err)
+						return
+					}
+					// Think: demand hovers around the limit, so the queue keeps
+					// emptying while every slot is taken (the fast path's edge).
+					time.Sleep(time.Duration(rand.IntN(36000)) * time.Microsecond)
+				}
+			}()
+		}
+		wg.Wait()
+		if m := maxHeld.Load(); m > limit {
+			t.Fatalf("over-admitted: %d held at once, limit %d", m, limit)
+		}
+		st := e.stats(cs[0], a)
+		if st.TotalAdmitted != clients*rounds || st.ActiveCount != 0 || st.QueueLength != 0 {
+			t.Fatalf("final stats: %+v", st)
+		}
+		t.Logf("max held %d of %d; %d admissions took under 200µs (fast path)", maxHeld.Load(), limit, fast.Load())
+	})
+}
