@@ -146,6 +146,20 @@ func newOwnerID() (string, error) {
 // it waits for and holds.
 func (c *Coordinator) Owner() string { return c.owner }
 
+// every runs fn every interval until Close starts.
+func (c *Coordinator) every(interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			fn()
+		}
+	}
+}
+
 func (c *Coordinator) start(loop func()) {
 	c.wg.Add(1)
 	go func() {

@@ -127,18 +127,7 @@ func (c *Coordinator) dropLease(action, id string, fence int64) {
 
 // heartbeatLoop renews this process's leases and liveness, one renew.lua
 // call per action with local waiters or leases, every LeaseTTL/3.
-func (c *Coordinator) heartbeatLoop() {
-	t := time.NewTicker(c.opts.LeaseTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-t.C:
-			c.heartbeat()
-		}
-	}
-}
+func (c *Coordinator) heartbeatLoop() { c.every(c.opts.LeaseTTL/3, c.heartbeat) }
 
 // heartbeat runs one renewal round over every action this process has
 // waiters or leases in, and forgets actions it no longer uses.

@@ -153,18 +153,11 @@ func (c *Coordinator) storePolicies(p limits.Policies) {
 // actions this process waits on, which carries the new limit to them.
 func (c *Coordinator) policyLoop() {
 	c.refreshPolicies()
-	t := time.NewTicker(c.opts.PolicyRefresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-t.C:
-			if c.refreshPolicies() {
-				c.heartbeat()
-			}
+	c.every(c.opts.PolicyRefresh, func() {
+		if c.refreshPolicies() {
+			c.heartbeat()
 		}
-	}
+	})
 }
 
 func (c *Coordinator) refreshPolicies() (changed bool) {

@@ -51,6 +51,17 @@ func (c *counter) reset() map[string]int {
 	return out
 }
 
+// countedCoordinator is a Coordinator whose client counts its round trips.
+func countedCoordinator(t *testing.T, e *env, o coordinator.Options) (*coordinator.Coordinator, *counter) {
+	rdb := e.client()
+	cnt := newCounter()
+	rdb.AddHook(cnt)
+	c, err := coordinator.New(rdb, o)
+	must(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c, cnt
+}
+
 // quietOpts turn off every background loop that would add commands.
 func quietOpts(e *env) coordinator.Options {
 	return coordinator.Options{Prefix: e.prefix, SweepInterval: -1, LeaseTTL: time.Hour, AckTimeout: time.Minute, PolicyRefresh: time.Hour}
@@ -61,12 +72,7 @@ func quietOpts(e *env) coordinator.Options {
 func TestFastPathOneRoundTrip(t *testing.T) {
 	tiers(t, func(t *testing.T, e *env) {
 		ctx := ctxT(t)
-		rdb := e.client()
-		cnt := newCounter()
-		rdb.AddHook(cnt)
-		c, err := coordinator.New(rdb, quietOpts(e))
-		must(t, err)
-		defer c.Close()
+		c, cnt := countedCoordinator(t, e, quietOpts(e))
 		must(t, c.SetConcurrencyLimit(ctx, limits.Action("rt.a"), 10))
 		warm, err := c.EnqueueAndWait(ctx, "rt.a", "warm") // records the action once
 		must(t, err)
@@ -95,12 +101,7 @@ func TestFastPathOneRoundTrip(t *testing.T) {
 func TestWaitingDoesNotPoll(t *testing.T) {
 	tiers(t, func(t *testing.T, e *env) {
 		ctx := ctxT(t)
-		rdb := e.client()
-		cnt := newCounter()
-		rdb.AddHook(cnt)
-		c, err := coordinator.New(rdb, quietOpts(e))
-		must(t, err)
-		defer c.Close()
+		c, cnt := countedCoordinator(t, e, quietOpts(e))
 		releaser := e.coordinator(quietOpts(e))
 		const a, n = "poll.a", 100
 		must(t, releaser.SetConcurrencyLimit(ctx, limits.Action(a), 1))
@@ -214,13 +215,8 @@ func TestSweepCostFollowsDue(t *testing.T) {
 		}
 		eventually(t, 10*time.Second, "idle queues filled", func() bool { return e.stats(filler, "idle.a99").QueueLength == 5 })
 
-		rdb := e.client()
-		cnt := newCounter()
-		rdb.AddHook(cnt)
-		sweeper, err := coordinator.New(rdb, o)
-		must(t, err)
-		defer sweeper.Close()
-		_, err = sweeper.Sweep(ctx) // loads the script (NOSCRIPT, then EVAL) once
+		sweeper, cnt := countedCoordinator(t, e, o)
+		_, err := sweeper.Sweep(ctx) // loads the script (NOSCRIPT, then EVAL) once
 		must(t, err)
 		time.Sleep(50 * time.Millisecond)
 		cnt.reset()

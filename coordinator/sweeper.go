@@ -82,22 +82,15 @@ func (c *Coordinator) sweepAction(ctx context.Context, ref string, res *SweepRes
 
 // sweepLoop runs Sweep every SweepInterval until Close.
 func (c *Coordinator) sweepLoop() {
-	t := time.NewTicker(c.opts.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
-			res, err := c.Sweep(ctx)
-			cancel()
-			if err != nil {
-				c.log.Warn("baton: sweep", slog.Any("error", err))
-			} else if res.Reclaimed+res.Abandoned > 0 {
-				c.log.Info("baton: sweep", slog.Int("visited", res.Visited), slog.Int("reclaimed", res.Reclaimed),
-					slog.Int("granted", res.Granted), slog.Int("abandoned", res.Abandoned))
-			}
+	c.every(c.opts.SweepInterval, func() {
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		defer cancel()
+		res, err := c.Sweep(ctx)
+		if err != nil {
+			c.log.Warn("baton: sweep", slog.Any("error", err))
+		} else if res.Reclaimed+res.Abandoned > 0 {
+			c.log.Info("baton: sweep", slog.Int("visited", res.Visited), slog.Int("reclaimed", res.Reclaimed),
+				slog.Int("granted", res.Granted), slog.Int("abandoned", res.Abandoned))
 		}
-	}
+	})
 }
