@@ -249,3 +249,24 @@ func TestSweepCostFollowsDue(t *testing.T) {
 		}
 	})
 }
+
+// TestHeartbeatPerAction: holding 100 leases in one action costs one renew
+// per heartbeat interval, the same as holding one; a second action adds one.
+func TestHeartbeatPerAction(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		o := quietOpts(e)
+		o.LeaseTTL = 600 * time.Millisecond // a heartbeat every 200 ms
+		o.AckTimeout = 100 * time.Millisecond
+		c, cnt := countedCoordinator(t, e, o)
+		holdN(t, c, "hb.one", 100)
+		holdN(t, c, "hb.two", 1)
+		cnt.reset()
+		time.Sleep(1100 * time.Millisecond) // five intervals
+		renews := cnt.reset()["evalsha"]
+		t.Logf("101 leases over 2 actions: %d renew calls in 5 heartbeat intervals", renews)
+		// Per lease it would be about 505; timer jitter allows a few more or fewer than 10.
+		if renews < 6 || renews > 16 {
+			t.Fatalf("%d renew calls, want about 2 per interval (one per action)", renews)
+		}
+	})
+}
