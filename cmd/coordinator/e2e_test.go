@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -421,4 +423,74 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("condition not met within 30s")
+}
+
+// TestSecondSignalExitsAtOnce: while a graceful shutdown waits for a request
+// in flight (a /readyz stuck on a Redis that never answers), a second
+// SIGTERM ends the process at once with exit code 1.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+
+	d := startDaemon(t, []string{"BATON_REDIS_ADDRESS=" + hole.Addr().String(), "BATON_SHUTDOWN_TIMEOUT=60s"},
+		"--http-addr", "127.0.0.1:0")
+	inFlight := make(chan struct{})
+	go func() {
+		defer close(inFlight)
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Get("http://" + d.addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	// Two connections held: the daemon's start-up check and the request's.
+	waitFor(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(conns) >= 2
+	})
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog("shutting down")
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-d.exited:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("exit after the second signal: %v, want exit code 1", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("daemon still running 20s after the second signal")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !strings.Contains(strings.Join(d.raw, "\n"), "second signal: exiting at once") {
+		t.Fatalf("no second-signal message in:\n%s", strings.Join(d.raw, "\n"))
+	}
+	<-inFlight
 }
