@@ -258,8 +258,15 @@ func (c Config) check() error {
 		return bad("redis.db = %d: Redis Cluster has only database 0", r.DB)
 	case c.AckTimeout >= c.LeaseTTL:
 		return bad("lease.ack_timeout = %s: must be below lease.ttl (%s)", c.AckTimeout, c.LeaseTTL)
-	case c.Embedded() && (r.Username != "" || r.Password != "" || r.TLS || r.DB != 0):
-		return bad("redis.username/password/tls/db are set but no Redis is (redis.url, redis.address or redis.cluster_addresses)")
+	}
+	if c.Embedded() {
+		orphan := map[string]bool{"redis.username": r.Username != "", "redis.password": r.Password != "",
+			"redis.tls.enabled": r.TLS, "redis.db": r.DB != 0}
+		for _, key := range []string{"redis.username", "redis.password", "redis.tls.enabled", "redis.db"} {
+			if orphan[key] {
+				return bad("%s is set but no Redis is (set redis.url, redis.address or redis.cluster_addresses)", key)
+			}
+		}
 	}
 	return nil
 }

@@ -168,7 +168,8 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"BATON_REDIS_ADDRESS=b:2", "BATON_REDIS_CLUSTER_ADDRESSES=c:3"}, `redis.cluster_addresses = ["c:3"]`},
 		{[]string{"BATON_REDIS_CLUSTER_ADDRESSES=c:3", "BATON_REDIS_DB=2"}, `redis.db = 2`},
 		{[]string{"BATON_LEASE_TTL=1s"}, `lease.ack_timeout = 5s: must be below lease.ttl (1s)`},
-		{[]string{"BATON_REDIS_PASSWORD=x"}, `no Redis is`},
+		{[]string{"BATON_REDIS_PASSWORD=x"}, `redis.password is set but no Redis is`},
+		{[]string{"BATON_REDIS_DB=3"}, `redis.db is set but no Redis is`},
 	}
 	for _, tc := range multi {
 		_, err := config.Load(config.Sources{Environ: tc.env})

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"time"
@@ -81,17 +80,28 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.mux.ServeHTTP(w, r) // sets the path values
 		return
 	}
-	rec := httptest.NewRecorder()
+	rec := &statusRecorder{header: http.Header{}, code: http.StatusNotFound}
 	h.ServeHTTP(rec, r)
-	if allow := rec.Header().Get("Allow"); allow != "" {
+	if allow := rec.header.Get("Allow"); allow != "" {
 		w.Header().Set("Allow", allow)
 	}
 	code := "not_found"
-	if rec.Code == http.StatusMethodNotAllowed {
+	if rec.code == http.StatusMethodNotAllowed {
 		code = "method_not_allowed"
 	}
-	writeError(w, rec.Code, code, fmt.Sprintf("%s %s: %s", r.Method, r.URL.Path, strings.ToLower(http.StatusText(rec.Code))))
+	writeError(w, rec.code, code, fmt.Sprintf("%s %s: %s", r.Method, r.URL.Path, strings.ToLower(http.StatusText(rec.code))))
 }
+
+// statusRecorder keeps the status and headers the mux's own 404 and 405
+// handlers set, and drops their plain-text body.
+type statusRecorder struct {
+	header http.Header
+	code   int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) WriteHeader(code int)        { s.code = code }
+func (s *statusRecorder) Write(p []byte) (int, error) { return len(p), nil }
 
 // apiError is an error with its HTTP status and code.
 type apiError struct {
