@@ -33,31 +33,38 @@ const (
 	ExitError  = 2 // bad flags, or the bench could not run
 )
 
-// Flags are the command line.
+// Flags are the command line. Each field holds the flag of the same name
+// (Redis is --redis, IDBytes is --id-bytes); see Parse for their meaning.
 type Flags struct {
+	// Redis, JSON, Mode and Workload (--actions ... --processes) describe the run;
+	// WorkText is --work as given.
 	Redis    string
 	JSON     bool
 	Mode     string
 	Workload workload.Workload
 	WorkText string
 
+	// Calibrate is --calibrate; CalibrateSet says whether it was given.
 	Calibrate         bool
 	CalibrateSet      bool
 	CalibrateDuration time.Duration
 	Baseline          string
 
+	// Timeout bounds the run; the others configure every Coordinator.
 	Timeout       time.Duration
 	LeaseTTL      time.Duration
 	AckTimeout    time.Duration
 	SweepInterval time.Duration
 	Progress      string
 
+	// Memory and sweep modes.
 	Queued      int
 	IDBytes     int
 	IdleActions int
 	Due         int
 	SweepPasses int
 
+	// Crash mode.
 	KillWhen  string
 	KillAfter float64
 }

@@ -69,6 +69,8 @@ func Connect(redisURL string, poolSize int) (*redis.Client, *redisstats.Counter,
 
 // CoordinatorOptions are the Coordinator settings a bench process uses.
 type CoordinatorOptions struct {
+	// Prefix, LeaseTTL, AckTimeout and SweepInterval are the coordinator.Options
+	// fields of the same names.
 	Prefix        string        `json:"prefix"`
 	LeaseTTL      time.Duration `json:"lease_ttl"`
 	AckTimeout    time.Duration `json:"ack_timeout"`

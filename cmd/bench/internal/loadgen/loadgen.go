@@ -29,15 +29,20 @@ const (
 
 // Event is one step of one execution, or a process's ready/done signal.
 type Event struct {
-	Kind    string `json:"k"`
-	Process int    `json:"p"`
-	ID      string `json:"id,omitempty"`
-	Action  string `json:"a,omitempty"`
+	// Kind is one of the Kind constants.
+	Kind string `json:"k"`
+	// Process is the bench process that reports it.
+	Process int `json:"p"`
+	// ID and Action name the execution (not for ready and done).
+	ID     string `json:"id,omitempty"`
+	Action string `json:"a,omitempty"`
 	// T is the host wall clock in Unix nanoseconds.
-	T     int64  `json:"t,omitempty"`
-	Seq   int64  `json:"seq,omitempty"`
-	Token int64  `json:"tok,omitempty"`
-	Err   string `json:"err,omitempty"`
+	T int64 `json:"t,omitempty"`
+	// Seq and Token are the lease's (start only).
+	Seq   int64 `json:"seq,omitempty"`
+	Token int64 `json:"tok,omitempty"`
+	// Err is the failure (fail only).
+	Err string `json:"err,omitempty"`
 	// Counts are the process's client-side Redis counts (done only).
 	Counts *redisstats.Counts `json:"counts,omitempty"`
 }

@@ -19,9 +19,12 @@ const ChildEnv = "BATON_BENCH_CHILD"
 
 // Spec is everything a child process needs.
 type Spec struct {
-	Redis       string             `json:"redis"`
+	// Redis is the redis:// URL.
+	Redis string `json:"redis"`
+	// Coordinator configures the child's Coordinator.
 	Coordinator CoordinatorOptions `json:"coordinator"`
-	Config      Config             `json:"config"`
+	// Config is the child's share of the clients.
+	Config Config `json:"config"`
 	// Timeout bounds the child's run.
 	Timeout time.Duration `json:"timeout"`
 	// Actions is the number of actions, for the pool size.
@@ -82,6 +85,7 @@ func (e *eventWriter) emit(ev Event) {
 
 // Child is a running child process, seen from the parent.
 type Child struct {
+	// Process numbers the child.
 	Process int
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser

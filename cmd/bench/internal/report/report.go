@@ -17,16 +17,23 @@ import (
 
 // Report is the result of one bench run. Fields of other modes are omitted.
 type Report struct {
+	// Mode is throughput, memory, sweep or crash.
 	Mode string `json:"mode"`
 	// Target says what was measured: a Redis version and address, or miniredis.
 	Target       string `json:"target"`
 	RedisVersion string `json:"redis_version,omitempty"`
 	// Miniredis is true when the figures are not Redis figures.
-	Miniredis bool               `json:"miniredis"`
-	Workload  *workload.Workload `json:"workload,omitempty"`
+	Miniredis bool `json:"miniredis"`
+	// Workload is the workload of throughput and crash runs.
+	Workload *workload.Workload `json:"workload,omitempty"`
 
+	// Load holds Baton's figures (throughput, crash); its fields are
+	// top-level in the JSON.
 	*Load
 
+	// Calibration is the same-run PING and EVALSHA rate; CeilingAdmissionsPerS
+	// is its EVALSHA/s divided by RedisCmdsPerAdmission, and Efficiency
+	// AdmittedPerS divided by that ceiling.
 	Calibration           *calibrate.Result `json:"calibration,omitempty"`
 	CeilingAdmissionsPerS float64           `json:"ceiling_admissions_per_s,omitempty"`
 	Efficiency            float64           `json:"efficiency,omitempty"`
@@ -34,20 +41,25 @@ type Report struct {
 	// workload allows even with an infinitely fast coordinator.
 	WorkBoundAdmissionsPerS float64 `json:"work_bound_admissions_per_s,omitempty"`
 
+	// Baseline holds the polling limiter's figures (--baseline polling).
 	Baseline *Load `json:"baseline_polling,omitempty"`
 
+	// Memory, Sweep and Crash hold the figures of those modes.
 	Memory *Memory `json:"memory,omitempty"`
 	Sweep  *Sweep  `json:"sweep,omitempty"`
 	Crash  *Crash  `json:"crash,omitempty"`
 
 	// Failed lists the promises broken in this run; the exit code is non-zero when it is not empty.
 	Failed []string `json:"failed,omitempty"`
-	Notes  []string `json:"notes,omitempty"`
+	// Notes say what a reader must know to read the figures.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Load is what one load run measured (Baton or the polling baseline).
 type Load struct {
-	Limiter            string  `json:"limiter"`
+	// Limiter names what was measured ("baton", "polling").
+	Limiter string `json:"limiter"`
+	// The figures of metrics.Summary, in milliseconds and seconds.
 	AdmittedPerS       float64 `json:"admitted_per_s"`
 	WaitP50Ms          float64 `json:"wait_p50_ms"`
 	WaitP99Ms          float64 `json:"wait_p99_ms"`
@@ -68,8 +80,8 @@ type Load struct {
 	RedisCmdsPerAdmission float64 `json:"redis_cmds_per_admission"`
 	// RoundTripsPerAdmission counts round trips per admission, release included.
 	RoundTripsPerAdmission float64 `json:"round_trips_per_admission"`
-	// FastAdmissions found a free slot (no grant to acknowledge);
-	// RoundTripsPerFastAdmission is 1 by construction (the enqueue script).
+	// FastAdmissions found a free slot (no grant to acknowledge); each took
+	// one round trip by construction (the enqueue script).
 	FastAdmissions int `json:"fast_admissions"`
 	// RoundTripsPerQueuedAdmission charges every round trip that is neither
 	// a release nor a fast admission's enqueue to the queued admissions:
@@ -94,8 +106,12 @@ type Load struct {
 
 // Memory is the result of --mode memory.
 type Memory struct {
-	Queued         int     `json:"queued"`
-	IDBytes        int     `json:"id_bytes"`
+	// Queued is how many executions waited on the action, with IDBytes-long IDs.
+	Queued  int `json:"queued"`
+	IDBytes int `json:"id_bytes"`
+	// UsedBefore and UsedAfter are INFO used_memory around the fill;
+	// BytesPerQueued is their difference per queued execution; FillS the
+	// fill's duration.
 	UsedBefore     int64   `json:"used_memory_before"`
 	UsedAfter      int64   `json:"used_memory_after"`
 	BytesPerQueued float64 `json:"bytes_per_queued"`
@@ -113,6 +129,7 @@ type Memory struct {
 
 // Sweep is the result of --mode sweep.
 type Sweep struct {
+	// IdleActions and Queued size the fixture; FillS is how long it took.
 	IdleActions int     `json:"idle_actions"`
 	Queued      int     `json:"queued"`
 	FillS       float64 `json:"fill_s"`
@@ -120,7 +137,8 @@ type Sweep struct {
 	IdleMs []float64 `json:"idle_pass_ms"`
 	// DueMs are the durations of passes with Due actions due.
 	DueMs []float64 `json:"due_pass_ms"`
-	Due   int       `json:"due_actions"`
+	// Due is the number of actions due in each due pass.
+	Due int `json:"due_actions"`
 	// DueVisited, DueReclaimed and DueGranted are what the due passes did, summed.
 	DueVisited   int `json:"due_visited"`
 	DueReclaimed int `json:"due_reclaimed"`
@@ -129,22 +147,31 @@ type Sweep struct {
 
 // Crash is the result of --mode crash.
 type Crash struct {
-	Victim          int     `json:"victim_process"`
-	KillWhen        string  `json:"kill_when"`
-	KilledAtS       float64 `json:"killed_at_s"`
-	VictimHolding   int     `json:"victim_holding"`
-	VictimWaiting   int     `json:"victim_waiting"`
+	// Victim is the killed process, KillWhen its state (holding, waiting),
+	// KilledAtS when it was killed (from the start), VictimHolding and
+	// VictimWaiting what Redis held of it just after.
+	Victim        int     `json:"victim_process"`
+	KillWhen      string  `json:"kill_when"`
+	KilledAtS     float64 `json:"killed_at_s"`
+	VictimHolding int     `json:"victim_holding"`
+	VictimWaiting int     `json:"victim_waiting"`
+	// HeldRecoveryS and WaiterRecoveryS are how long after the kill its held
+	// slots and its waiters were gone from Redis; the Bound fields are the
+	// limits they are checked against (WithinBounds).
 	HeldRecoveryS   float64 `json:"held_slots_recovery_s"`
 	HeldBoundS      float64 `json:"held_slots_bound_s"`
 	WaiterRecoveryS float64 `json:"dead_waiters_recovery_s"`
 	WaiterBoundS    float64 `json:"dead_waiters_bound_s"`
 	WithinBounds    bool    `json:"within_bounds"`
-	Reclaimed       int64   `json:"reclaimed"`
-	Abandoned       int64   `json:"abandoned"`
-	SurvivorsLost   int     `json:"survivors_lost"`
-	LeaseTTLS       float64 `json:"lease_ttl_s"`
-	AckTimeoutS     float64 `json:"ack_timeout_s"`
-	SweepIntervalS  float64 `json:"sweep_interval_s"`
+	// Reclaimed and Abandoned sum QueueStats over the actions; SurvivorsLost
+	// counts survivors' executions that never finished.
+	Reclaimed     int64 `json:"reclaimed"`
+	Abandoned     int64 `json:"abandoned"`
+	SurvivorsLost int   `json:"survivors_lost"`
+	// LeaseTTLS, AckTimeoutS and SweepIntervalS are the Coordinator settings.
+	LeaseTTLS      float64 `json:"lease_ttl_s"`
+	AckTimeoutS    float64 `json:"ack_timeout_s"`
+	SweepIntervalS float64 `json:"sweep_interval_s"`
 }
 
 // WriteJSON writes r as one JSON object.
