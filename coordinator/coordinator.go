@@ -57,8 +57,10 @@ type Coordinator struct {
 	waitConns chan struct{} // one token per connection allowed to block
 	waitQueue atomic.Int32  // wait loops queued for a token
 
-	policies atomic.Pointer[limits.Policies]
-	known    sync.Map // action refs already added to the actions set
+	policies       atomic.Pointer[limits.Policies]
+	policiesLoaded atomic.Bool // the cache was read from Redis at least once
+	loadMu         sync.Mutex
+	known          sync.Map // action refs already added to the actions set
 
 	closeOnce sync.Once
 }
@@ -241,11 +243,35 @@ func (c *Coordinator) actionLocked(ref string) *actionState {
 }
 
 // policyArgs are the caller's resolved limit for ref, passed to scripts that
-// adopt it when it is newer than the action's.
+// adopt it when it is newer than the action's. Before the cache was ever
+// loaded it carries version -1, which no script adopts.
 func (c *Coordinator) policyArgs(ref string) []any {
 	p := c.policies.Load()
 	n, src, ok := p.Resolve(ref)
-	return []any{p.Version, n, limits.Source(src, ok)}
+	version := p.Version
+	if !c.policiesLoaded.Load() {
+		version = -1
+	}
+	return []any{version, n, limits.Source(src, ok)}
+}
+
+// ensurePolicies reads the policies once before this Coordinator's first
+// script call, so that a fresh process never applies an empty cache (an
+// unlimited action) to an action no process has resolved yet.
+func (c *Coordinator) ensurePolicies(ctx context.Context) error {
+	if c.policiesLoaded.Load() {
+		return nil
+	}
+	c.loadMu.Lock()
+	defer c.loadMu.Unlock()
+	if c.policiesLoaded.Load() {
+		return nil
+	}
+	if _, err := c.Policies(ctx); err != nil {
+		return err
+	}
+	c.policiesLoaded.Store(true)
+	return nil
 }
 
 func (c *Coordinator) ms(d time.Duration) int64 { return d.Milliseconds() }

@@ -46,6 +46,9 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 		return c.wait(ctx, w)
 	}
 	c.mu.Unlock()
+	if err := c.ensurePolicies(ctx); err != nil {
+		return nil, err
+	}
 	c.noteAction(ctx, action)
 
 	grantKey := as.keys.grant(c.owner, executionID)

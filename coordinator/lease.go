@@ -80,6 +80,9 @@ func (c *Coordinator) NotifyCompletion(ctx context.Context, action, executionID 
 }
 
 func (c *Coordinator) release(ctx context.Context, action, id string, fence int64) (bool, error) {
+	if err := c.ensurePolicies(ctx); err != nil {
+		return false, err
+	}
 	ak := c.keys.action(action)
 	args := append([]any{id, fence, c.ms(c.opts.AckTimeout)}, c.policyArgs(action)...)
 	v, err := scripts.Release.Run(ctx, c.rdb, ak.with(), args...).Result()

@@ -174,3 +174,32 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestFreshCoordinatorAppliesExistingLimits: a Coordinator created after a
+// global limit was set must apply it to an action nobody has used yet, from
+// its very first call (found by cmd/bench: it used to start with an empty
+// policy cache and record the action as unlimited).
+func TestFreshCoordinatorAppliesExistingLimits(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		admin := e.coordinator(e.opts())
+		must(t, admin.SetConcurrencyLimit(ctx, limits.Global(), 1))
+		for i := 0; i < 10; i++ {
+			fresh := e.coordinator(e.opts())
+			ref := fmt.Sprintf("fresh.a%d", i)
+			l1, err := fresh.EnqueueAndWait(ctx, ref, "x1")
+			must(t, err)
+			wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			l2, err := fresh.EnqueueAndWait(wctx, ref, "x2")
+			cancel()
+			if err == nil {
+				l2.Release(ctx)
+				t.Fatalf("coordinator %d admitted 2 executions of %s under a global limit of 1", i, ref)
+			}
+			must(t, l1.Release(ctx))
+			if st := e.stats(fresh, ref); st.MaxConcurrent != 1 || st.LimitSource != "global" {
+				t.Fatalf("%s: %+v", ref, st)
+			}
+		}
+	})
+}

@@ -181,5 +181,6 @@ func (c *Coordinator) refreshPolicies() (changed bool) {
 		c.log.Warn("baton: refreshing policies", slog.Any("error", err))
 		return false
 	}
+	c.policiesLoaded.Store(true)
 	return true
 }

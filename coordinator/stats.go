@@ -74,6 +74,9 @@ func (c *Coordinator) QueueStats(ctx context.Context, action string) (QueueStats
 	if err := validateRef(action); err != nil {
 		return QueueStats{}, err
 	}
+	if err := c.ensurePolicies(ctx); err != nil {
+		return QueueStats{}, err
+	}
 	v, err := scripts.Stats.Run(ctx, c.rdb, c.keys.action(action).with(), c.policyArgs(action)...).Result()
 	if err != nil {
 		return QueueStats{}, fmt.Errorf("baton: stats %s: %w", action, err)
