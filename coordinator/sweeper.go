@@ -44,12 +44,8 @@ func (c *Coordinator) Sweep(ctx context.Context) (SweepResult, error) {
 		if r.err != nil {
 			return res, r.err
 		}
-		for _, ref := range refs {
-			if err := c.sweepAction(ctx, ref, &res); err != nil {
-				// Put it back so that a later pass retries it.
-				c.rdb.ZAddLT(context.WithoutCancel(ctx), c.keys.sweep(), redis.Z{Score: float64(now + 1000), Member: ref})
-				return res, err
-			}
+		if err := c.sweepActions(ctx, refs, now, &res); err != nil {
+			return res, err
 		}
 		if len(refs) < c.opts.SweepBatch {
 			break
@@ -58,26 +54,63 @@ func (c *Coordinator) Sweep(ctx context.Context) (SweepResult, error) {
 	return res, nil
 }
 
-func (c *Coordinator) sweepAction(ctx context.Context, ref string, res *SweepResult) error {
-	if limits.ValidateRef(ref) != nil {
-		c.log.Warn("baton: sweep: dropping a bad ref from the index", slog.String("action", ref))
+// sweepActions visits the claimed actions in one pipeline of sweep.lua
+// calls, then puts those with something still pending back in the index
+// with one ZADD: three round trips a pass, however many actions are due.
+func (c *Coordinator) sweepActions(ctx context.Context, refs []string, now int64, res *SweepResult) error {
+	var valid []string
+	for _, ref := range refs {
+		if limits.ValidateRef(ref) != nil {
+			c.log.Warn("baton: sweep: dropping a bad ref from the index", slog.String("action", ref))
+			continue
+		}
+		valid = append(valid, ref)
+	}
+	if len(valid) == 0 {
 		return nil
 	}
-	res.Visited++
-	v, err := scripts.Sweep.Run(ctx, c.rdb, c.keys.action(ref).with(), c.ms(c.opts.AckTimeout)).Result()
-	if err != nil {
-		return fmt.Errorf("baton: sweep %s: %w", ref, err)
+	ack := c.ms(c.opts.AckTimeout)
+	cmds := make([]*redis.Cmd, len(valid))
+	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, ref := range valid {
+			cmds[i] = scripts.Sweep.EvalSha(ctx, p, c.keys.action(ref).with(), ack)
+		}
+		return nil
+	})
+	var again []redis.Z
+	var firstErr error
+	for i, ref := range valid {
+		v, err := cmds[i].Result()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			v, err = scripts.Sweep.Run(ctx, c.rdb, c.keys.action(ref).with(), ack).Result()
+		}
+		if err != nil {
+			// Put it back so that a later pass retries it.
+			again = append(again, redis.Z{Score: float64(now + 1000), Member: ref})
+			if firstErr == nil {
+				firstErr = fmt.Errorf("baton: sweep %s: %w", ref, err)
+			}
+			continue
+		}
+		r := newReply("sweep", v, 4)
+		reclaimed, granted, abandoned, due := r.int(0), r.int(1), r.int(2), r.int(3)
+		if r.err != nil {
+			return r.err
+		}
+		res.Visited++
+		res.Reclaimed += int(reclaimed)
+		res.Granted += int(granted)
+		res.Abandoned += int(abandoned)
+		if due > 0 {
+			again = append(again, redis.Z{Score: float64(due), Member: ref})
+		}
 	}
-	r := newReply("sweep", v, 4)
-	reclaimed, granted, abandoned, due := r.int(0), r.int(1), r.int(2), r.int(3)
-	if r.err != nil {
-		return r.err
+	if len(again) > 0 {
+		if err := c.rdb.ZAddLT(context.WithoutCancel(ctx), c.keys.sweep(), again...).Err(); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("baton: sweep: re-indexing: %w", err)
+		}
 	}
-	res.Reclaimed += int(reclaimed)
-	res.Granted += int(granted)
-	res.Abandoned += int(abandoned)
-	c.addDue(ctx, ref, due)
-	return nil
+	return firstErr
 }
 
 // sweepLoop runs Sweep every SweepInterval until Close.
