@@ -113,6 +113,24 @@ func (ch *child) signal(t *testing.T, sig syscall.Signal) {
 	must(t, ch.cmd.Process.Signal(sig))
 }
 
+// freeze stops the child and waits until the kernel reports it stopped:
+// kill(SIGSTOP) returns before the process actually stops.
+func (ch *child) freeze(t *testing.T) {
+	t.Helper()
+	ch.signal(t, syscall.SIGSTOP)
+	stat := fmt.Sprintf("/proc/%d/stat", ch.cmd.Process.Pid)
+	eventually(t, 5*time.Second, "child stopped", func() bool {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return false
+		}
+		// The state follows the parenthesised command name: "pid (comm) T ...".
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		return i > 0 && i+2 < len(s) && (s[i+2] == 'T' || s[i+2] == 't')
+	})
+}
+
 // crashTiers runs fn on a miniredis that follows the real clock (the child
 // connects to it over TCP) and on the real redis-server.
 func crashTiers(t *testing.T, fn func(t *testing.T, addr, prefix string)) {
@@ -214,7 +232,7 @@ func TestCrashGrantInFlight(t *testing.T) {
 		ch := startChild(t, addr, prefix, a, "wait", 1)
 		got := waiters(t, c, a, "parent", 1)
 		eventually(t, 5*time.Second, "queued", func() bool { st, _ := c.QueueStats(ctx, a); return st.QueueLength == 2 })
-		ch.signal(t, syscall.SIGSTOP)
+		ch.freeze(t)
 		must(t, holder.Release(ctx))
 		st, err := c.ExecutionState(ctx, a, "child-wait-0")
 		must(t, err)
