@@ -223,20 +223,23 @@ func (c *Coordinator) renew(as *actionState, oldest, oldestSeq string, pairs []a
 // checkWaiters ends local waiters whose queue entries Redis no longer has
 // (a restart or failover lost them), so they do not wait for a grant that
 // cannot come. The oldest waiter is checked on every heartbeat; only when it
-// is missing twice in a row (a token in flight explains one miss) are all of
-// the action's waiters checked, one state read each.
+// is still missing half a heartbeat interval after it was first seen missing
+// (a token in flight explains a short absence) are all of the action's
+// waiters checked, one state read each.
 func (c *Coordinator) checkWaiters(ctx context.Context, as *actionState, oldest string, ok bool) {
 	c.mu.Lock()
 	w := as.waiters[oldest]
 	if w == nil || ok {
 		if w != nil {
-			w.missing = false
+			w.missing = time.Time{}
 		}
 		c.mu.Unlock()
 		return
 	}
-	if !w.missing {
-		w.missing = true
+	if w.missing.IsZero() || time.Since(w.missing) < c.opts.LeaseTTL/6 {
+		if w.missing.IsZero() {
+			w.missing = time.Now()
+		}
 		c.mu.Unlock()
 		return
 	}

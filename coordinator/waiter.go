@@ -29,7 +29,7 @@ type waiter struct {
 	stash   []string // tokens that arrived while a give-up script was in flight
 	timer   *time.Timer
 	gone    int  // timeout.lua found it neither waiting nor granted
-	missing bool // the last heartbeat found it neither waiting nor granted
+	missing time.Time // when a heartbeat first found it neither waiting nor granted (zero: not missing)
 	index   int  // in as.order
 
 	done  chan struct{}
