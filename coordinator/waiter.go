@@ -28,9 +28,9 @@ type waiter struct {
 	state   waiterState
 	stash   []string // tokens that arrived while a give-up script was in flight
 	timer   *time.Timer
-	gone    int  // timeout.lua found it neither waiting nor granted
+	gone    int       // timeout.lua found it neither waiting nor granted
 	missing time.Time // when a heartbeat first found it neither waiting nor granted (zero: not missing)
-	index   int  // in as.order
+	index   int       // in as.order
 
 	done  chan struct{}
 	lease *Lease
