@@ -19,8 +19,9 @@ import (
 	"github.com/batonhq/baton/limits"
 )
 
-// Crash tests run a real OS process (this test binary, re-executed into
-// TestCrashChild) that holds or waits for slots, and SIGKILL it.
+// Crash tests run a real OS process (this test binary, re-executed with
+// BATON_CRASH_CHILD set, so TestMain runs crashChild) that holds or waits
+// for slots, and SIGKILL it.
 
 const (
 	crashLease = 1500 * time.Millisecond
@@ -32,12 +33,10 @@ func crashOpts(prefix string) coordinator.Options {
 	return coordinator.Options{Prefix: prefix, LeaseTTL: crashLease, AckTimeout: crashAck, SweepInterval: crashSweep}
 }
 
-// TestCrashChild is the child process; it does nothing in a normal run.
-func TestCrashChild(t *testing.T) {
-	mode := os.Getenv("BATON_CRASH_CHILD")
-	if mode == "" {
-		t.Skip("only runs as the child of a crash test")
-	}
+// crashChild is the child process of the crash tests: TestMain runs it
+// instead of the tests when BATON_CRASH_CHILD is set. It never returns; the
+// parent kills it.
+func crashChild(mode string) {
 	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv("BATON_CRASH_ADDR")})
 	c, err := coordinator.New(rdb, crashOpts(os.Getenv("BATON_CRASH_PREFIX")))
 	if err != nil {
@@ -70,6 +69,7 @@ func TestCrashChild(t *testing.T) {
 		fmt.Println("ready")
 	}
 	time.Sleep(time.Minute) // killed long before
+	os.Exit(1)
 }
 
 type child struct {
@@ -78,7 +78,7 @@ type child struct {
 
 func startChild(t *testing.T, addr, prefix, action, mode string, n int) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "BATON_CRASH_CHILD="+mode, "BATON_CRASH_ADDR="+addr,
 		"BATON_CRASH_PREFIX="+prefix, "BATON_CRASH_ACTION="+action, "BATON_CRASH_N="+strconv.Itoa(n))
 	out, err := cmd.StdoutPipe()
