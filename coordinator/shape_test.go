@@ -274,3 +274,42 @@ func TestHeartbeatPerAction(t *testing.T) {
 		}
 	})
 }
+
+// TestWaitConnsShared: with more actions waiting than MaxWaitConns, the wait
+// loops share the blocking connections round by round, and every grant still
+// arrives (within a BlockTimeout per round).
+func TestWaitConnsShared(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		const actions = 6
+		ctx := ctxT(t)
+		o := e.opts()
+		o.MaxWaitConns = 2
+		c := e.coordinator(o)
+		releaser := e.coordinator(e.opts())
+		var got []chan *coordinator.Lease
+		var holders []*coordinator.Lease
+		for a := 0; a < actions; a++ {
+			ref := fmt.Sprintf("share.a%d", a)
+			must(t, releaser.SetConcurrencyLimit(ctx, limits.Action(ref), 1))
+			holders = append(holders, holdN(t, releaser, ref, 1)[0])
+			got = append(got, waiters(t, c, ref, "w", 2))
+		}
+		for a := 0; a < actions; a++ {
+			ref := fmt.Sprintf("share.a%d", a)
+			eventually(t, 5*time.Second, "queued", func() bool { return e.stats(releaser, ref).QueueLength == 2 })
+		}
+		for _, h := range holders {
+			must(t, h.Release(ctx))
+		}
+		for a := 0; a < actions; a++ {
+			for i := 0; i < 2; i++ {
+				select {
+				case l := <-got[a]:
+					must(t, l.Release(ctx))
+				case <-time.After(15 * time.Second):
+					t.Fatalf("action %d: waiter %d never admitted with 2 wait connections for %d actions", a, i, actions)
+				}
+			}
+		}
+	})
+}
