@@ -22,8 +22,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,11 +41,12 @@ import (
 // It is safe for concurrent use. Create one per process with New and Close
 // it when done.
 type Coordinator struct {
-	rdb   redis.UniversalClient
-	opts  Options
-	keys  keys
-	owner string
-	log   *slog.Logger
+	rdb        redis.UniversalClient
+	opts       Options
+	keys       keys
+	owner      string
+	ownerClaim string // value of the owner's registry key; "" when the ID is a long random one
+	log        *slog.Logger
 
 	ctx    context.Context // ends when Close finishes
 	cancel context.CancelFunc
@@ -78,7 +81,9 @@ type actionState struct {
 	blockingSeq int64 // seq of the waiter whose grant key the loop blocks on
 }
 
-// New returns a Coordinator that keeps its state in rdb. It starts the
+// New returns a Coordinator that keeps its state in rdb. It claims a short
+// owner ID in Redis (falling back to a longer random one if Redis does not
+// answer within 2 s, so New does not fail for that) and starts the
 // background heartbeat, policy refresh and (unless SweepInterval < 0)
 // sweeper; Close stops them.
 func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
@@ -92,22 +97,24 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	owner, err := newOwnerID()
+	k := keys{prefix: opts.Prefix}
+	owner, claim, err := claimOwner(rdb, k, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("baton: owner ID: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{
-		rdb:       rdb,
-		opts:      opts,
-		keys:      keys{prefix: opts.Prefix},
-		owner:     owner,
-		log:       opts.Logger.With(slog.String("owner", owner)),
-		ctx:       ctx,
-		cancel:    cancel,
-		stop:      make(chan struct{}),
-		actions:   map[string]*actionState{},
-		waitConns: make(chan struct{}, opts.MaxWaitConns),
+		rdb:        rdb,
+		opts:       opts,
+		keys:       k,
+		owner:      owner,
+		ownerClaim: claim,
+		log:        opts.Logger.With(slog.String("owner", owner)),
+		ctx:        ctx,
+		cancel:     cancel,
+		stop:       make(chan struct{}),
+		actions:    map[string]*actionState{},
+		waitConns:  make(chan struct{}, opts.MaxWaitConns),
 	}
 	c.policies.Store(&limits.Policies{Limits: map[limits.Scope]int{}})
 	c.start(c.heartbeatLoop)
@@ -134,18 +141,68 @@ func defaultWaitConns(rdb redis.UniversalClient) int {
 	return 50
 }
 
-// newOwnerID names this Coordinator in Redis: 8 base32 characters, short
-// because it is stored with every waiting execution.
-func newOwnerID() (string, error) {
+// ownerTTL is how long a short owner ID stays reserved after its last
+// renewal; it is renewed with every heartbeat round.
+const ownerTTL = time.Hour
+
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// claimOwner names this Coordinator in Redis. The name is stored with every
+// waiting execution, so it is short: 3 base-62 characters, reserved in the
+// registry with SET NX so that no two live Coordinators share one. If Redis
+// does not answer (within 2 s) or no free name turns up, it falls back to 8
+// random base32 characters, unique without a registry but 5 bytes longer.
+func claimOwner(rdb redis.UniversalClient, k keys, log *slog.Logger) (owner, claim string, err error) {
 	b := make([]byte, 5)
 	if _, err := rand.Read(b); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return strings.ToLower(base32.StdEncoding.EncodeToString(b)), nil
+	long := strings.ToLower(base32.StdEncoding.EncodeToString(b))
+	host, _ := os.Hostname()
+	claim = fmt.Sprintf("host=%s pid=%d claim=%s", host, os.Getpid(), long)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for attempt := 0; attempt < 16; attempt++ {
+		r := make([]byte, 3)
+		if _, err := rand.Read(r); err != nil {
+			return "", "", err
+		}
+		id := string([]byte{base62[int(r[0])%62], base62[int(r[1])%62], base62[int(r[2])%62]})
+		ok, err := rdb.SetNX(ctx, k.owner(id), claim, ownerTTL).Result()
+		if err != nil {
+			log.Warn("baton: no short owner ID (Redis did not answer); using a long one", slog.Any("error", err))
+			break
+		}
+		if ok {
+			return id, claim, nil
+		}
+	}
+	return long, "", nil
+}
+
+// renewOwner keeps this Coordinator's short owner ID reserved.
+func (c *Coordinator) renewOwner(ctx context.Context) {
+	if c.ownerClaim == "" {
+		return
+	}
+	key := c.keys.owner(c.owner)
+	cur, err := c.rdb.Get(ctx, key).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		err = c.rdb.SetNX(ctx, key, c.ownerClaim, ownerTTL).Err()
+	case err == nil && cur == c.ownerClaim:
+		err = c.rdb.PExpire(ctx, key, ownerTTL).Err()
+	case err == nil:
+		c.log.Error("baton: another process claimed this owner ID (this one paused for over an hour?)", slog.String("claim", cur))
+	}
+	if err != nil {
+		c.log.Warn("baton: renewing the owner ID", slog.Any("error", err))
+	}
 }
 
 // Owner is this Coordinator's ID, as stored in Redis beside the executions
-// it waits for and holds.
+// it waits for and holds: 3 base-62 characters reserved under
+// <prefix>:owner:<id>, or 8 base32 characters if Redis was unreachable at New.
 func (c *Coordinator) Owner() string { return c.owner }
 
 // every runs fn every interval until Close starts.

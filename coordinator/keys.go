@@ -11,7 +11,7 @@ const DefaultPrefix = "baton"
 // Per action, all with the hash tag {<ref>} so one script touches one slot:
 //
 //	<p>:{<ref>}:queue                LIST   waiting execution IDs, oldest first
-//	<p>:{<ref>}:waiting              HASH   execution ID -> "<seq>:<owner>"
+//	<p>:{<ref>}:waiting              HASH   execution ID -> <seq: 9 base-62 digits><owner>
 //	<p>:{<ref>}:running              ZSET   execution ID -> lease deadline (ms)
 //	<p>:{<ref>}:holders              HASH   execution ID -> "<fence>:<owner>:<since>:<seq>:<state>"
 //	<p>:{<ref>}:owners               ZSET   owner -> liveness deadline (ms)
@@ -25,6 +25,7 @@ const DefaultPrefix = "baton"
 //	<p>:actions                      SET    every action ref seen
 //	<p>:sweep                        ZSET   action ref -> when a sweeper must visit (ms)
 //	<p>:policies                     HASH   scope -> limit, and _version
+//	<p>:owner:<owner>                STRING who holds a short owner ID (host, pid); expires unless renewed
 //	<p>:events:completed             STREAM completion events from workers
 //
 // The ref is escaped (% { } become %25 %7B %7D) so that no ref can end the
@@ -66,9 +67,10 @@ func (a actionKeys) with(extra ...string) []string {
 	return append(append(out, a.list...), extra...)
 }
 
-func (k keys) actions() string  { return k.prefix + ":actions" }
-func (k keys) sweep() string    { return k.prefix + ":sweep" }
-func (k keys) policies() string { return k.prefix + ":policies" }
+func (k keys) actions() string        { return k.prefix + ":actions" }
+func (k keys) sweep() string          { return k.prefix + ":sweep" }
+func (k keys) policies() string       { return k.prefix + ":policies" }
+func (k keys) owner(id string) string { return k.prefix + ":owner:" + id }
 
 // CompletedStream is the name of the stream workers publish completion
 // events to, for the given key prefix ("" means DefaultPrefix).

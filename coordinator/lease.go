@@ -142,6 +142,11 @@ func (c *Coordinator) heartbeat() {
 	}
 	var todo []work
 	now := time.Now()
+	func() {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		defer cancel()
+		c.renewOwner(ctx)
+	}()
 	c.mu.Lock()
 	for ref, as := range c.actions {
 		if len(as.waiters) == 0 && len(as.leases) == 0 && !as.loopRunning {

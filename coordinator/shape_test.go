@@ -219,8 +219,8 @@ func TestSweepCostFollowsDue(t *testing.T) {
 		}
 		eventually(t, 10*time.Second, "idle queues filled", func() bool { return e.stats(filler, "idle.a99").QueueLength == 5 })
 
-		sweeper, cnt := countedCoordinator(t, e, o)
-		must(t, sweeper.Ready(ctx)) // loads the scripts, as the daemon does at start
+		sweeper, cnt := countedCoordinator(t, e, quietOpts(e)) // no heartbeats in the counted window
+		must(t, sweeper.Ready(ctx))                            // loads the scripts, as the daemon does at start
 		time.Sleep(50 * time.Millisecond)
 		cnt.reset()
 		res, err := sweeper.Sweep(ctx)
@@ -312,4 +312,48 @@ func TestWaitConnsShared(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestCompactWaitingEntries: a waiting execution's HASH value is 12 bytes
+// (seq in 9 base-62 digits + a 3-character owner reserved in the registry),
+// and decodes back to the same seq and owner.
+func TestCompactWaitingEntries(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		c1 := e.coordinator(e.opts())
+		c2 := e.coordinator(e.opts())
+		if len(c1.Owner()) != 3 || len(c2.Owner()) != 3 || c1.Owner() == c2.Owner() {
+			t.Fatalf("owners %q and %q: want distinct 3-character IDs", c1.Owner(), c2.Owner())
+		}
+		if v, err := e.rdb.Get(ctx, e.prefix+":owner:"+c1.Owner()).Result(); err != nil || !strings.Contains(v, "pid=") {
+			t.Fatalf("owner registry: %q, %v", v, err)
+		}
+		const a = "compact.a"
+		must(t, c1.SetConcurrencyLimit(ctx, limits.Action(a), 0))
+		waiters(t, c2, a, "w", 1)
+		eventually(t, 5*time.Second, "queued", func() bool { return e.stats(c1, a).QueueLength == 1 })
+		raw, err := e.rdb.HGet(ctx, e.prefix+":{"+a+"}:waiting", "w-0").Result()
+		must(t, err)
+		st, err := c1.ExecutionState(ctx, a, "w-0")
+		must(t, err)
+		if len(raw) != 12 || raw[9:] != c2.Owner() || st.Owner != c2.Owner() {
+			t.Fatalf("waiting value %q (%d bytes), state %+v; want 12 bytes ending in owner %q", raw, len(raw), st, c2.Owner())
+		}
+		if d := time.Since(st.EnqueuedAt); e.mr == nil && (d < 0 || d > 5*time.Second) {
+			t.Fatalf("decoded enqueue time %v is %v from now", st.EnqueuedAt, d)
+		}
+	})
+}
+
+// TestOwnerFallback: with Redis unreachable, New still works, with a long
+// random owner ID instead of a registered short one.
+func TestOwnerFallback(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer rdb.Close()
+	c, err := coordinator.New(rdb, coordinator.Options{SweepInterval: -1})
+	must(t, err)
+	defer c.Close()
+	if len(c.Owner()) != 8 {
+		t.Fatalf("owner %q: want the 8-character fallback", c.Owner())
+	}
 }

@@ -19,9 +19,9 @@ local reclaimed = reclaim()
 local result = 0
 local w = redis.call('HGET', K.waiting, exec)
 if w then
-  local wv = split(w)
-  if seq == '' or (wv[1] == seq and wv[2] == owner) then
-    remove_waiter(exec, wv[1], wv[2], 'c', 'canceled')
+  local wseq, wowner = parse_waiting(w)
+  if seq == '' or (wseq == seq and wowner == owner) then
+    remove_waiter(exec, wseq, wowner, 'c', 'canceled')
     result = 1
   end
 elseif seq ~= '' then

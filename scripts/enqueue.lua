@@ -37,14 +37,14 @@ end
 
 local w = redis.call('HGET', K.waiting, exec)
 if w then
-  local wv = split(w)
-  if wv[2] ~= owner then
-    redis.call('HSET', K.waiting, exec, wv[1] .. ':' .. owner)
-    push_token(wv[2], exec, 's:' .. wv[1])
+  local wseq, wowner = parse_waiting(w)
+  if wowner ~= owner then
+    redis.call('HSET', K.waiting, exec, waiting_value(wseq, owner))
+    push_token(wowner, exec, 's:' .. wseq)
     redis.call('DEL', KEYS[8])
   end
   touch_owner(owner, lease_ms)
-  return { 'queued', 0, wv[1], str(REPORT) }
+  return { 'queued', 0, wseq, str(REPORT) }
 end
 
 local queued = redis.call('LLEN', K.queue)
@@ -69,7 +69,7 @@ end
 
 touch_owner(owner, lease_ms) -- a waiter is skipped once its owner stops renewing
 redis.call('RPUSH', K.queue, exec)
-redis.call('HSET', K.waiting, exec, seq .. ':' .. owner)
+redis.call('HSET', K.waiting, exec, waiting_value(seq, owner))
 redis.call('DEL', KEYS[8])
 if queued == 0 then
   note_due(earliest_deadline()) -- the first waiter: a sweeper must watch the leases

@@ -7,7 +7,7 @@
 -- Every per-action script declares the same first seven KEYS, all sharing the
 -- action's hash tag {<ref>}:
 --   KEYS[1] queue    LIST  waiting execution IDs, oldest first
---   KEYS[2] waiting  HASH  execution ID -> "<seq>:<owner>"
+--   KEYS[2] waiting  HASH  execution ID -> <seq: 9 base-62 digits><owner>
 --   KEYS[3] running  ZSET  execution ID -> lease deadline (ms, Redis clock)
 --   KEYS[4] holders  HASH  execution ID -> "<fence>:<owner>:<since ms>:<seq>:<state>"
 --                          state: g = granted, not yet acknowledged; h = held
@@ -55,6 +55,31 @@ local function split(s)
     out[#out + 1] = part
   end
   return out
+end
+
+local B62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
+
+-- waiting_value packs a waiter: its seq as 9 base-62 digits, then its owner.
+-- With a 3-character owner that is 12 bytes, which keeps the HASH value in
+-- the allocator's 16-byte class (a decimal "<seq>:<owner>" took 32).
+local function waiting_value(seq, owner)
+  local n = tonumber(seq)
+  local digits = {}
+  for i = 9, 1, -1 do
+    local d = n % 62
+    digits[i] = string.sub(B62, d + 1, d + 1)
+    n = (n - d) / 62
+  end
+  return table.concat(digits) .. owner
+end
+
+-- parse_waiting returns the decimal seq and the owner of a waiting value.
+local function parse_waiting(v)
+  local n = 0
+  for i = 1, 9 do
+    n = n * 62 + string.find(B62, string.sub(v, i, i), 1, true) - 1
+  end
+  return str(n), string.sub(v, 10)
 end
 
 local function grant_key(owner, exec)
@@ -185,8 +210,7 @@ local function grant_waiters(ack_ms)
     local w = redis.call('HGET', K.waiting, exec)
     if w then
       redis.call('HDEL', K.waiting, exec)
-      local wv = split(w)
-      local seq, owner = wv[1], wv[2]
+      local seq, owner = parse_waiting(w)
       if owner_alive(owner) then
         local deadline = NOW + tonumber(ack_ms)
         local fence = admit(exec, owner, seq, deadline, 'g')

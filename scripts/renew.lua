@@ -26,7 +26,11 @@ local waiter_ok = 1
 if ARGV[7] ~= '' then
   local w = redis.call('HGET', K.waiting, ARGV[7])
   local h = redis.call('HGET', K.holders, ARGV[7])
-  local queued = w and split(w)[1] == ARGV[8] and split(w)[2] == owner
+  local queued = false
+  if w then
+    local wseq, wowner = parse_waiting(w)
+    queued = wseq == ARGV[8] and wowner == owner
+  end
   local granted = h and parse_holder(h).seq == ARGV[8] and parse_holder(h).owner == owner
   if not queued and not granted then
     waiter_ok = 0

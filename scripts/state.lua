@@ -10,9 +10,9 @@
 local exec = ARGV[1]
 local w = redis.call('HGET', K.waiting, exec)
 if w then
-  local wv = split(w)
+  local wseq, wowner = parse_waiting(w)
   local pos = redis.call('LPOS', K.queue, exec)
-  return { 'waiting', wv[1], wv[2], pos or -1 }
+  return { 'waiting', wseq, wowner, pos or -1 }
 end
 local h = redis.call('HGET', K.holders, exec)
 local deadline = redis.call('ZSCORE', K.running, exec)

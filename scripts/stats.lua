@@ -19,7 +19,7 @@ local head = redis.call('LINDEX', K.queue, 0)
 if head then
   local w = redis.call('HGET', K.waiting, head)
   if w then
-    head_seq = split(w)[1]
+    head_seq = parse_waiting(w)
   end
 end
 return {

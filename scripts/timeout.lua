@@ -20,8 +20,8 @@ local w = redis.call('HGET', K.waiting, exec)
 local result = 'gone'
 local gave_back = false
 if w then
-  local wv = split(w)
-  if wv[1] == seq and wv[2] == owner then
+  local wseq, wowner = parse_waiting(w)
+  if wseq == seq and wowner == owner then
     local remaining_us = tonumber(seq) + timeout_ms * 1000 - NOW_US
     if remaining_us > 0 then
       return { 'early', str(math.ceil(remaining_us / 1000)), '0' }

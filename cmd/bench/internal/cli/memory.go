@@ -16,9 +16,9 @@ import (
 	"github.com/batonhq/baton/limits"
 )
 
-// fixtureOwner is the owner ID of the executions the fixtures store; 8
-// characters like a Coordinator's.
-const fixtureOwner = "fixture1"
+// fixtureOwner is the owner ID of the executions the fixtures store: 3
+// characters, the length of the short ID a Coordinator reserves in Redis.
+const fixtureOwner = "fx1"
 
 // controlCoordinator is a Coordinator that does no background sweeping.
 func controlCoordinator(ctx context.Context, f *Flags, e *env, pool int) (*redis.Client, *coordinator.Coordinator, error) {
