@@ -45,8 +45,10 @@ type Options struct {
 
 	// MaxWaitConns bounds the connections used for blocking waits: one per
 	// action with waiters in this process, up to this many. Actions beyond it
-	// share connections round by round (a grant may then wait up to
-	// BlockTimeout per round). The client's pool must be larger than this.
+	// share connections round by round, with BLPOP timeouts cut so that a full
+	// rotation takes about AckTimeout/4 (so grants are read before their
+	// acknowledgement deadline); the more actions per connection, the more
+	// BLPOP rounds Redis serves. The client's pool must be larger than this.
 	// Defaults to 50, or half the pool size of a *redis.Client or
 	// *redis.ClusterClient whose pool is smaller than 100.
 	MaxWaitConns int

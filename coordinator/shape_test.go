@@ -276,11 +276,11 @@ func TestHeartbeatPerAction(t *testing.T) {
 }
 
 // TestWaitConnsShared: with more actions waiting than MaxWaitConns, the wait
-// loops share the blocking connections round by round, and every grant still
-// arrives (within a BlockTimeout per round).
+// loops share the blocking connections round by round, fast enough that every
+// grant is read before its acknowledgement deadline: none is reclaimed.
 func TestWaitConnsShared(t *testing.T) {
 	tiers(t, func(t *testing.T, e *env) {
-		const actions = 6
+		const actions = 10
 		ctx := ctxT(t)
 		o := e.opts()
 		o.MaxWaitConns = 2
@@ -307,8 +307,12 @@ func TestWaitConnsShared(t *testing.T) {
 				case l := <-got[a]:
 					must(t, l.Release(ctx))
 				case <-time.After(15 * time.Second):
-					t.Fatalf("action %d: waiter %d never admitted with 2 wait connections for %d actions", a, i, actions)
+					t.Fatalf("action %d: waiter %d never admitted with 2 wait connections for %d actions: %+v",
+						a, i, actions, e.stats(c, fmt.Sprintf("share.a%d", a)))
 				}
+			}
+			if st := e.stats(c, fmt.Sprintf("share.a%d", a)); st.TotalReclaimed != 0 {
+				t.Fatalf("action %d: a grant was reclaimed before its waiter's loop got a connection: %+v", a, st)
 			}
 		}
 	})

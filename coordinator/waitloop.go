@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,7 +37,7 @@ func (c *Coordinator) waitLoop(as *actionState) {
 		if !c.acquireWaitConn() {
 			continue // closing: the top of the loop returns
 		}
-		res, err := c.rdb.BLPop(c.ctx, c.opts.BlockTimeout, key, wakeKey).Result()
+		res, err := c.blpop(key, wakeKey)
 		c.releaseWaitConn()
 		if errors.Is(err, redis.Nil) {
 			attempt = 0
@@ -57,6 +58,24 @@ func (c *Coordinator) waitLoop(as *actionState) {
 		}
 		c.handleToken(as, id, res[1], true)
 	}
+}
+
+// blpop waits for a token on key or wakeKey. Alone on its connection it
+// blocks for BlockTimeout. When other actions' loops queue for a blocking
+// connection, it blocks only for a share of AckTimeout, so that every loop
+// gets its turn, and reads its grant, well before the grant's acknowledgement
+// deadline: a full rotation of the queue takes about AckTimeout/4.
+func (c *Coordinator) blpop(key, wakeKey string) ([]string, error) {
+	queued := int(c.waitQueue.Load())
+	if queued == 0 {
+		return c.rdb.BLPop(c.ctx, c.opts.BlockTimeout, key, wakeKey).Result()
+	}
+	rounds := 1 + (queued+c.opts.MaxWaitConns-1)/c.opts.MaxWaitConns
+	share := max(c.opts.AckTimeout/4/time.Duration(rounds), 10*time.Millisecond)
+	share = min(share, c.opts.BlockTimeout)
+	// BLPOP takes fractional seconds; go-redis's BLPop helper rounds up to 1 s.
+	v, err := c.rdb.Do(c.ctx, "BLPOP", key, wakeKey, strconv.FormatFloat(share.Seconds(), 'f', 3, 64)).StringSlice()
+	return v, err
 }
 
 // acquireWaitConn takes one of the MaxWaitConns blocking connections. It
