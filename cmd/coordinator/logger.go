@@ -18,7 +18,7 @@ import (
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	terminal := isTerminal(w)
 	if cfg.LogFormat == "text" || (cfg.LogFormat == "auto" && terminal) {
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: cfg.LogLevel, TimeFormat: time.TimeOnly, NoColor: !terminal}))
+		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: cfg.LogLevel, TimeFormat: time.TimeOnly, NoColor: !terminal}))
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: cfg.LogLevel}))
 }
