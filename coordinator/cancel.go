@@ -14,16 +14,10 @@ func (c *Coordinator) CancelExecution(ctx context.Context, action, executionID s
 	if err := validate(action, executionID); err != nil {
 		return false, err
 	}
-	v, err := scripts.Cancel.Run(ctx, c.rdb, c.keys.action(action).with(),
-		executionID, "", "", c.ms(c.opts.AckTimeout)).Result()
+	result, due, err := scripts.Cancel(ctx, c.run, c.keys.Action(action), executionID, "", "", c.opts.AckTimeout)
 	if err != nil {
 		return false, fmt.Errorf("baton: cancel %s/%s: %w", action, executionID, err)
 	}
-	r := newReply("cancel", v, 2)
-	result, due := r.int(0), r.int(1)
-	if r.err != nil {
-		return false, r.err
-	}
 	c.addDue(ctx, action, due)
-	return result == 1, nil
+	return result == scripts.Removed, nil
 }

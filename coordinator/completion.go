@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/batonhq/baton/internal/keys"
 	"log/slog"
 	"strings"
 	"sync"
@@ -198,7 +199,7 @@ func NewCompletionListener(c *Coordinator, opts CompletionListenerOptions) (*Com
 	return &CompletionListener{
 		c:      c,
 		rdb:    c.rdb,
-		stream: CompletedStream(c.opts.Prefix),
+		stream: c.keys.Completed(),
 		opts:   opts,
 		log: opts.Logger.With(slog.String("component", "completion_listener"),
 			slog.String("consumer", opts.Consumer)),
@@ -430,3 +431,7 @@ func (l *CompletionListener) forgetConsumer() {
 	}
 	_ = l.rdb.XGroupDelConsumer(ctx, l.stream, l.opts.Group, l.opts.Consumer).Err()
 }
+
+// CompletedStream is the name of the stream workers publish completion
+// events to, for the given key prefix ("" means DefaultPrefix).
+func CompletedStream(prefix string) string { return keys.New(prefix).Completed() }

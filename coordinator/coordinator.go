@@ -34,7 +34,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/batonhq/baton/internal/keys"
 	"github.com/batonhq/baton/limits"
+	"github.com/batonhq/baton/scripts"
 )
 
 // Coordinator admits executions of actions under their concurrency limits.
@@ -42,8 +44,11 @@ import (
 // it when done.
 type Coordinator struct {
 	rdb        redis.UniversalClient
+	waitRdb    redis.UniversalClient // blocking waits; a pool of our own when we could make one
+	ownWait    bool                  // waitRdb is ours to close
+	run        *scripts.Batcher
 	opts       Options
-	keys       keys
+	keys       keys.Keys
 	owner      string
 	ownerClaim string // value of the owner's registry key; "" when the ID is a long random one
 	log        *slog.Logger
@@ -53,9 +58,9 @@ type Coordinator struct {
 	stop   chan struct{} // closed when Close starts
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
+	amu     sync.Mutex // guards closed and actions; taken before any action's mutex
 	closed  bool
-	actions map[string]*actionState
+	actions map[string]*action
 
 	waitConns chan struct{} // one token per connection allowed to block
 	waitQueue atomic.Int32  // wait loops queued for a token
@@ -68,19 +73,6 @@ type Coordinator struct {
 	closeOnce sync.Once
 }
 
-// actionState is this process's local view of one action.
-type actionState struct {
-	ref  string
-	keys actionKeys
-
-	waiters map[string]*waiter // by execution ID
-	order   waiterHeap         // the same waiters, oldest (lowest seq) first
-	leases  map[string]*Lease  // by execution ID
-
-	loopRunning bool
-	blockingSeq int64 // seq of the waiter whose grant key the loop blocks on
-}
-
 // New returns a Coordinator that keeps its state in rdb. It claims a short
 // owner ID in Redis (falling back to a longer random one if Redis does not
 // answer within 2 s, so New does not fail for that) and starts the
@@ -90,14 +82,11 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 	if rdb == nil {
 		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidArgument)
 	}
-	if opts.MaxWaitConns == 0 {
-		opts.MaxWaitConns = defaultWaitConns(rdb)
-	}
-	opts = opts.WithDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	k := keys{prefix: opts.Prefix}
+	opts = opts.WithDefaults()
+	k := keys.New(opts.Prefix)
 	owner, claim, err := claimOwner(rdb, k, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("baton: owner ID: %w", err)
@@ -105,6 +94,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{
 		rdb:        rdb,
+		run:        scripts.NewBatcher(rdb, opts.ScriptConns),
 		opts:       opts,
 		keys:       k,
 		owner:      owner,
@@ -113,9 +103,10 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 		ctx:        ctx,
 		cancel:     cancel,
 		stop:       make(chan struct{}),
-		actions:    map[string]*actionState{},
+		actions:    map[string]*action{},
 		waitConns:  make(chan struct{}, opts.MaxWaitConns),
 	}
+	c.waitRdb, c.ownWait = waitClient(rdb, opts.MaxWaitConns)
 	c.policies.Store(&limits.Policies{Limits: map[limits.Scope]int{}})
 	c.start(c.heartbeatLoop)
 	c.start(c.policyLoop)
@@ -125,20 +116,24 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 	return c, nil
 }
 
-// defaultWaitConns keeps blocking waits to half of a small connection pool,
-// so that scripts always find a free connection.
-func defaultWaitConns(rdb redis.UniversalClient) int {
-	pool := 0
+// waitClient returns the client blocking waits use: for the client types
+// whose options it can copy, a pool of its own of n connections with no
+// command retries, so that an error (a dropped connection that may have
+// eaten a grant's reply) reaches the wait loop, which then reconciles with
+// Redis. Otherwise the caller's client, whose retries can hide such a loss
+// until the next heartbeat finds it.
+func waitClient(rdb redis.UniversalClient, n int) (redis.UniversalClient, bool) {
 	switch c := rdb.(type) {
 	case *redis.Client:
-		pool = c.Options().PoolSize
+		o := *c.Options()
+		o.MaxRetries, o.PoolSize, o.MinIdleConns, o.MaxIdleConns = -1, n, 0, n
+		return redis.NewClient(&o), true
 	case *redis.ClusterClient:
-		pool = c.Options().PoolSize
+		o := *c.Options()
+		o.MaxRetries, o.PoolSize, o.MinIdleConns, o.MaxIdleConns = -1, n, 0, n
+		return redis.NewClusterClient(&o), true
 	}
-	if pool > 0 && pool < 100 {
-		return max(1, pool/2)
-	}
-	return 50
+	return rdb, false
 }
 
 // ownerTTL is how long a short owner ID stays reserved after its last
@@ -152,7 +147,7 @@ const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 // registry with SET NX so that no two live Coordinators share one. If Redis
 // does not answer (within 2 s) or no free name turns up, it falls back to 8
 // random base32 characters, unique without a registry but 5 bytes longer.
-func claimOwner(rdb redis.UniversalClient, k keys, log *slog.Logger) (owner, claim string, err error) {
+func claimOwner(rdb redis.UniversalClient, k keys.Keys, log *slog.Logger) (owner, claim string, err error) {
 	b := make([]byte, 5)
 	if _, err := rand.Read(b); err != nil {
 		return "", "", err
@@ -168,7 +163,7 @@ func claimOwner(rdb redis.UniversalClient, k keys, log *slog.Logger) (owner, cla
 			return "", "", err
 		}
 		id := string([]byte{base62[int(r[0])%62], base62[int(r[1])%62], base62[int(r[2])%62]})
-		ok, err := rdb.SetNX(ctx, k.owner(id), claim, ownerTTL).Result()
+		ok, err := rdb.SetNX(ctx, k.Owner(id), claim, ownerTTL).Result()
 		if err != nil {
 			log.Warn("baton: no short owner ID (Redis did not answer); using a long one", slog.Any("error", err))
 			break
@@ -185,7 +180,7 @@ func (c *Coordinator) renewOwner(ctx context.Context) {
 	if c.ownerClaim == "" {
 		return
 	}
-	key := c.keys.owner(c.owner)
+	key := c.keys.Owner(c.owner)
 	cur, err := c.rdb.Get(ctx, key).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -230,86 +225,82 @@ func (c *Coordinator) start(loop func()) {
 // Close stops the background work, ends every waiting EnqueueAndWait with
 // ErrClosed (removing those executions from their queues), and closes the
 // Lost channel of every lease still held: they are no longer renewed and
-// expire after LeaseTTL unless released first. Close is safe to call twice.
+// expire after LeaseTTL unless released first. When Close returns no
+// background work runs. Close is safe to call twice.
 func (c *Coordinator) Close() error {
 	c.closeOnce.Do(func() {
-		c.mu.Lock()
+		c.amu.Lock()
 		c.closed = true
-		var waiters []*waiter
-		var leases []*Lease
-		var loops []*actionState
-		for _, as := range c.actions {
-			for _, w := range as.waiters {
-				if w.state == stateWaiting {
-					w.state = stateEnding // the wait loop now stashes its tokens
-					waiters = append(waiters, w)
-				}
-			}
-			for _, l := range as.leases {
-				leases = append(leases, l)
-			}
-			if as.loopRunning {
-				loops = append(loops, as)
-			}
+		acts := make([]*action, 0, len(c.actions))
+		for _, a := range c.actions {
+			acts = append(acts, a)
 		}
-		c.mu.Unlock()
+		c.amu.Unlock()
 		close(c.stop)
 
 		var g sync.WaitGroup
 		sem := make(chan struct{}, 16)
-		for _, w := range waiters {
-			g.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; g.Done() }()
-				c.giveUp(w, ErrClosed)
-			}()
+		for _, a := range acts {
+			for _, w := range a.giveUpAll(ErrClosed) {
+				g.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer func() { <-sem; g.Done() }()
+					c.giveUp(w, ErrClosed)
+				}()
+			}
 		}
 		g.Wait()
-		for _, as := range loops {
-			c.wake(as)
-		}
-		for _, l := range leases {
-			l.markLost()
+		for _, a := range acts {
+			a.loseLeases()
+			c.wake(a)
 		}
 		c.wg.Wait()
+		c.run.Close()
+		if c.ownWait {
+			_ = c.waitRdb.Close()
+		}
 		c.cancel()
 	})
 	return nil
 }
 
 func (c *Coordinator) isClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed
+	select {
+	case <-c.stop:
+		return true
+	default:
+		return false
+	}
 }
 
-// actionLocked returns the local state of ref, creating it. c.mu must be held.
-func (c *Coordinator) actionLocked(ref string) *actionState {
-	as := c.actions[ref]
-	if as == nil {
-		as = &actionState{
-			ref:     ref,
-			keys:    c.keys.action(ref),
-			waiters: map[string]*waiter{},
-			leases:  map[string]*Lease{},
-		}
-		c.actions[ref] = as
+// action returns the local state of ref, creating it. It returns nil once
+// the Coordinator is closed.
+func (c *Coordinator) action(ref string) *action {
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	if c.closed {
+		return nil
 	}
-	return as
+	a := c.actions[ref]
+	if a == nil {
+		a = newAction(c, ref)
+		c.actions[ref] = a
+	}
+	return a
 }
 
 // policyArgs are the caller's resolved limit for ref, passed to scripts that
 // adopt it when it is newer than the action's. Before the cache was ever
 // loaded it carries version -1, which no script adopts.
-func (c *Coordinator) policyArgs(ref string) []any {
+func (c *Coordinator) policyArgs(ref string) scripts.Policy {
 	p := c.policies.Load()
 	n, src, ok := p.Resolve(ref)
 	version := p.Version
 	if !c.policiesLoaded.Load() {
 		version = -1
 	}
-	return []any{version, n, limits.Source(src, ok)}
+	return scripts.Policy{Version: version, Limit: n, Source: limits.Source(src, ok)}
 }
 
 // ensurePolicies reads the policies once before this Coordinator's first
@@ -331,8 +322,6 @@ func (c *Coordinator) ensurePolicies(ctx context.Context) error {
 	return nil
 }
 
-func (c *Coordinator) ms(d time.Duration) int64 { return d.Milliseconds() }
-
 // noteAction adds ref to the set of known actions, once per process, in the
 // background: the set is an index for operators and policy changes, and may
 // be briefly stale.
@@ -344,7 +333,7 @@ func (c *Coordinator) noteAction(ctx context.Context, ref string) {
 	c.start(func() {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		if err := c.rdb.SAdd(ctx, c.keys.actions(), ref).Err(); err != nil {
+		if err := c.rdb.SAdd(ctx, c.keys.Actions(), ref).Err(); err != nil {
 			c.known.Delete(ref)
 			c.log.Warn("baton: recording known action", slog.String("action", ref), slog.Any("error", err))
 		}
@@ -356,7 +345,7 @@ func (c *Coordinator) addDue(ctx context.Context, ref string, due int64) {
 	if due <= 0 {
 		return
 	}
-	err := c.rdb.ZAddLT(context.WithoutCancel(ctx), c.keys.sweep(), redis.Z{Score: float64(due), Member: ref}).Err()
+	err := c.rdb.ZAddLT(context.WithoutCancel(ctx), c.keys.Sweep(), redis.Z{Score: float64(due), Member: ref}).Err()
 	if err != nil {
 		c.log.Warn("baton: updating sweep index", slog.String("action", ref), slog.Any("error", err))
 	}

@@ -195,8 +195,9 @@ func TestCrashHolder(t *testing.T) {
 }
 
 // TestCrashWaiters: a process with five waiters at the head of the queue
-// dies. The first grant goes unacknowledged; its expiry marks the process
-// dead, so the other four are skipped, not granted one by one.
+// dies. Its first grant stays unread; once the process's own liveness lapses
+// (LeaseTTL after its last heartbeat) that grant is dropped and the other
+// four are skipped, not granted one by one.
 func TestCrashWaiters(t *testing.T) {
 	crashTiers(t, func(t *testing.T, addr, prefix string) {
 		const a = "crash.wait"
@@ -210,18 +211,18 @@ func TestCrashWaiters(t *testing.T) {
 		ch.signal(t, syscall.SIGKILL)
 		killed := time.Now()
 		must(t, holder.Release(ctx))
-		// One unacknowledged grant, then the rest are skipped at once.
-		waitAdmitted(t, got, killed, crashAck+crashSweep+slack, "waiting process killed")
+		// One unread grant until the process counts as dead, then the rest are skipped at once.
+		waitAdmitted(t, got, killed, crashLease+crashAck+crashSweep+slack, "waiting process killed")
 		st, _ := c.QueueStats(ctx, a)
-		if st.TotalAbandoned != 4 || st.TotalReclaimed != 1 || st.QueueLength != 0 {
-			t.Fatalf("want 1 reclaimed grant and 4 skipped waiters: %+v", st)
+		if st.TotalAbandoned != 5 || st.TotalReclaimed != 0 || st.QueueLength != 0 {
+			t.Fatalf("want the unread grant dropped and 4 waiters skipped (5 abandoned): %+v", st)
 		}
 	})
 }
 
 // TestCrashGrantInFlight: the waiter's process is frozen (SIGSTOP), granted
 // the slot, then killed before it could read the grant. The grant is
-// reclaimed within the acknowledgement deadline.
+// dropped once the process's liveness lapses and its deadline passes.
 func TestCrashGrantInFlight(t *testing.T) {
 	crashTiers(t, func(t *testing.T, addr, prefix string) {
 		const a = "crash.inflight"
@@ -241,6 +242,6 @@ func TestCrashGrantInFlight(t *testing.T) {
 		}
 		ch.signal(t, syscall.SIGKILL)
 		killed := time.Now()
-		waitAdmitted(t, got, killed, crashAck+crashSweep+slack, "grant in flight")
+		waitAdmitted(t, got, killed, crashLease+crashAck+crashSweep+slack, "grant in flight")
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/batonhq/baton/internal/keys"
 	"github.com/batonhq/baton/scripts"
 )
 
@@ -17,8 +18,9 @@ import (
 // With a free slot and nobody waiting it returns after one script call.
 // Otherwise the execution waits in the action's FIFO queue. It ends with
 // ErrQueueFull (nothing stored), ErrQueueTimeout, ErrCanceled, ErrLeaseLost,
-// ErrClosed, or the context's error; in each case it is out of the queue and
-// holds no slot.
+// ErrClosed, or the context's error; in each case it is out of the queue
+// (or on its way out: a removal that cannot reach Redis is retried in the
+// background until it lands or the Coordinator closes) and holds no slot.
 //
 // Calling it again with an ID that is already waiting keeps the ID's place
 // and returns the same grant; with an ID that is running it returns its
@@ -30,105 +32,206 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	a, l, w := c.attach(action, executionID)
+	switch {
+	case a == nil:
 		return nil, ErrClosed
-	}
-	as := c.actionLocked(action)
-	if l := as.leases[executionID]; l != nil {
-		c.mu.Unlock()
+	case l != nil:
 		return l, nil
-	}
-	if w := as.waiters[executionID]; w != nil {
-		w.refs++
-		c.mu.Unlock()
+	case w != nil:
 		return c.wait(ctx, w)
 	}
-	c.mu.Unlock()
 	if err := c.ensurePolicies(ctx); err != nil {
 		return nil, err
 	}
 	c.noteAction(ctx, action)
 
-	grantKey := as.keys.grant(c.owner, executionID)
-	args := append([]any{executionID, c.owner, c.opts.MaxQueueLength, c.ms(c.opts.LeaseTTL), c.ms(c.opts.AckTimeout)},
-		c.policyArgs(action)...)
-	v, err := scripts.Enqueue.Run(ctx, c.rdb, as.keys.with(grantKey), args...).Result()
+	rep, err := scripts.Enqueue(ctx, c.run, a.keys, scripts.EnqueueArgs{
+		Execution: executionID, Owner: c.owner, MaxQueue: c.opts.MaxQueueLength,
+		LeaseTTL: c.opts.LeaseTTL, AckTimeout: c.opts.AckTimeout, Policy: c.policyArgs(action),
+	})
 	if err != nil {
 		return nil, fmt.Errorf("baton: enqueue %s/%s: %w", action, executionID, err)
 	}
-	r := newReply("enqueue", v, 4)
-	status, fence, seqStr, due := r.str(0), r.int(1), r.str(2), r.int(3)
-	if r.err != nil {
-		return nil, r.err
-	}
-	c.addDue(ctx, action, due)
-	switch status {
-	case "admitted", "running":
-		return c.addLease(action, executionID, fence, parseInt(seqStr)), nil
-	case "full":
+	c.addDue(ctx, action, rep.Due)
+	switch rep.Status {
+	case scripts.Full:
 		return nil, fmt.Errorf("%w: %s holds %d waiting executions", ErrQueueFull, action, c.opts.MaxQueueLength)
-	case "queued":
-	default:
-		return nil, fmt.Errorf("baton: enqueue: unknown status %q", status)
-	}
-
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		c.cancelQueued(as, executionID, seqStr)
-		return nil, ErrClosed
-	}
-	as = c.actionLocked(action) // the heartbeat may have dropped the idle entry meanwhile
-	w, isNew, wake := as.addWaiterLocked(executionID, parseInt(seqStr), seqStr, grantKey)
-	if isNew {
-		c.armTimeoutLocked(w, c.opts.QueueTimeout)
-		if !as.loopRunning {
-			as.loopRunning = true
-			c.start(func() { c.waitLoop(as) })
+	case scripts.Admitted, scripts.Running:
+		for {
+			a := c.action(action)
+			if a == nil {
+				l := &Lease{c: c, action: action, id: executionID, fence: rep.Fence, seq: rep.Seq, lost: make(chan struct{})}
+				l.markLost()
+				return l, nil
+			}
+			a.mu.Lock()
+			if !a.dead {
+				l := a.addLeaseLocked(executionID, rep.Fence, rep.Seq, time.Now())
+				a.mu.Unlock()
+				return l, nil
+			}
+			a.mu.Unlock()
 		}
 	}
-	c.mu.Unlock()
-	if wake {
-		c.wake(as)
+	for {
+		a := c.action(action)
+		if a == nil {
+			c.cancelQueued(c.keys.Action(action), executionID, rep.Seq)
+			return nil, ErrClosed
+		}
+		a.mu.Lock()
+		if a.dead { // the heartbeat dropped the idle entry meanwhile
+			a.mu.Unlock()
+			continue
+		}
+		if c.isClosed() {
+			a.mu.Unlock()
+			c.cancelQueued(a.keys, executionID, rep.Seq)
+			return nil, ErrClosed
+		}
+		w := a.addWaiterLocked(executionID, rep.Seq)
+		a.mu.Unlock()
+		return c.wait(ctx, w)
 	}
-	return c.wait(ctx, w)
 }
 
-// wait blocks for the waiter's result or the caller's context.
+// attach finds what this process already has for the execution: its lease,
+// or its waiter (one more caller shares it). a is nil once closed.
+func (c *Coordinator) attach(ref, id string) (a *action, l *Lease, w *waiter) {
+	for {
+		a = c.action(ref)
+		if a == nil {
+			return nil, nil, nil
+		}
+		a.mu.Lock()
+		if a.dead {
+			a.mu.Unlock()
+			continue
+		}
+		defer a.mu.Unlock()
+		if l := a.leases[id]; l != nil {
+			return a, l, nil
+		}
+		if w := a.waiters[id]; w != nil {
+			w.refs++
+			return a, nil, w
+		}
+		return a, nil, nil
+	}
+}
+
+// wait blocks for the waiter's result or the caller's context. When the
+// last caller of a waiter leaves, the waiter gives up before wait returns
+// (if Redis does not answer, the removal is retried in the background).
 func (c *Coordinator) wait(ctx context.Context, w *waiter) (*Lease, error) {
 	select {
 	case <-w.done:
 		return w.lease, w.err
 	case <-ctx.Done():
 	}
-	c.mu.Lock()
-	if w.state == stateDone {
-		c.mu.Unlock()
+	a := w.act
+	a.mu.Lock()
+	if w.state == waiterDone {
+		a.mu.Unlock()
+		<-w.done
 		return w.lease, w.err
 	}
 	w.refs--
 	if w.refs > 0 {
-		c.mu.Unlock()
+		a.mu.Unlock()
 		return nil, ctx.Err()
 	}
-	if w.state != stateWaiting {
-		// A grant is being acknowledged, or a timeout is in flight: take its
-		// outcome, and pass on a slot nobody will use now.
-		c.mu.Unlock()
-		if l, _ := w.result(); l != nil {
-			c.releaseAbandoned(l)
-		}
-		return nil, ctx.Err()
+	// The last caller left: give up in the same step, so that a grant
+	// arriving now is given back by the script, not delivered to nobody.
+	eff, _ := w.step(evGiveUp, 0, "", ctx.Err())
+	if eff == doRunGiveUp && w.timer != nil {
+		w.timer.Stop()
 	}
-	w.state = stateEnding
-	c.mu.Unlock()
-	c.giveUp(w, ctx.Err())
-	if l, _ := w.result(); l != nil {
-		c.releaseAbandoned(l)
+	a.mu.Unlock()
+	if eff == doRunGiveUp { // removed before returning, so the caller sees it gone
+		c.giveUp(w, ctx.Err())
 	}
+	<-w.done // a give-up already in flight (a timeout check) finishes it
 	return nil, ctx.Err()
+}
+
+// giveUp runs the give-up script of a waiter in givingUp: timeout.lua for a
+// queue timeout, cancel.lua otherwise, and applies its result.
+func (c *Coordinator) giveUp(w *waiter, why error) {
+	a := w.act
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
+	defer cancel()
+	if errors.Is(why, ErrQueueTimeout) {
+		r, err := scripts.Timeout(ctx, c.run, a.keys, w.id, w.seqStr, c.owner, c.opts.QueueTimeout, c.opts.AckTimeout)
+		switch {
+		case err != nil:
+			c.log.Warn("baton: timing out a wait; retrying as a cancel", slog.String("action", a.ref),
+				slog.String("execution", w.id), slog.Any("error", err))
+			a.apply(w, evGiveUpFailed, 0, "", nil)
+		case r.Result == scripts.Early:
+			a.apply(w, evEarly, max(r.Remaining.Milliseconds(), 1), "", nil)
+		case r.Result == scripts.Gone:
+			a.apply(w, evGone, 0, "", nil)
+		default:
+			a.apply(w, evGaveUp, 0, "", nil)
+		}
+		c.addDue(ctx, a.ref, r.Due)
+		return
+	}
+	result, due, err := scripts.Cancel(ctx, c.run, a.keys, w.id, w.seqStr, c.owner, c.opts.AckTimeout)
+	switch {
+	case err != nil:
+		c.log.Warn("baton: giving up a wait; retrying", slog.String("action", a.ref),
+			slog.String("execution", w.id), slog.Any("reason", why), slog.Any("error", err))
+		a.apply(w, evGiveUpFailed, 0, "", nil)
+	case result == scripts.NotCanceled:
+		a.apply(w, evGone, 0, "", nil)
+	default:
+		a.apply(w, evGaveUp, 0, "", nil)
+	}
+	c.addDue(ctx, a.ref, due)
+}
+
+// retryCancel removes a waiter whose give-up could not reach Redis, retrying
+// until it lands or the Coordinator closes, so a live process leaves no
+// entry behind in the queue.
+func (c *Coordinator) retryCancel(a *action, w *waiter) {
+	for attempt := 0; ; attempt++ {
+		if !c.sleep(backoff(attempt)) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		_, due, err := scripts.Cancel(ctx, c.run, a.keys, w.id, w.seqStr, c.owner, c.opts.AckTimeout)
+		cancel()
+		if err == nil {
+			c.addDue(c.ctx, a.ref, due)
+			return
+		}
+	}
+}
+
+// giveBackOrphan returns a grant that no local waiter wants any more (its
+// waiter ended first), so that the slot passes on at once.
+func (c *Coordinator) giveBackOrphan(a *action, id, seq string) {
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	_, due, err := scripts.Cancel(ctx, c.run, a.keys, id, seq, c.owner, c.opts.AckTimeout)
+	if err != nil {
+		c.log.Warn("baton: giving back an unclaimed grant", slog.String("action", a.ref), slog.String("execution", id), slog.Any("error", err))
+		return
+	}
+	c.addDue(ctx, a.ref, due)
+}
+
+// releaseFence frees a slot granted to a waiter that gave up after the grant
+// became a lease (rare: the grant's deadline passed while the give-up ran).
+func (c *Coordinator) releaseFence(ref, id string, fence int64) {
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	if _, err := c.release(ctx, ref, id, fence); err != nil {
+		c.log.Warn("baton: releasing a grant nobody waits for", slog.String("action", ref), slog.String("execution", id), slog.Any("error", err))
+	}
 }
 
 func (c *Coordinator) releaseAbandoned(l *Lease) {
@@ -140,123 +243,11 @@ func (c *Coordinator) releaseAbandoned(l *Lease) {
 	}
 }
 
-// armTimeoutLocked starts the waiter's queue timeout. The local timer only
-// says when to ask; timeout.lua decides on the Redis clock.
-func (c *Coordinator) armTimeoutLocked(w *waiter, d time.Duration) {
-	if c.opts.QueueTimeout < 0 {
-		return
-	}
-	w.timer = time.AfterFunc(d, func() {
-		c.mu.Lock()
-		if w.state != stateWaiting {
-			c.mu.Unlock()
-			return
-		}
-		w.state = stateEnding
-		c.mu.Unlock()
-		c.giveUp(w, ErrQueueTimeout)
-	})
-}
-
-// giveUp ends a waiter in stateEnding with why (ErrQueueTimeout: only once
-// the timeout has passed on the Redis clock). A grant that arrives meanwhile
-// is stashed; if the waiter turns out not to be over, the stash is replayed.
-func (c *Coordinator) giveUp(w *waiter, why error) {
-	as := w.as
-	ack := c.ms(c.opts.AckTimeout)
-	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
-		var status string
-		var retryIn, due int64
-		var err error
-		if errors.Is(why, ErrQueueTimeout) {
-			var v any
-			v, err = scripts.Timeout.Run(ctx, c.rdb, as.keys.with(),
-				w.id, w.seqStr, c.owner, c.ms(c.opts.QueueTimeout), ack).Result()
-			if err == nil {
-				r := newReply("timeout", v, 3)
-				status, retryIn, due, err = r.str(0), r.int(1), r.int(2), r.err
-			}
-		} else {
-			var v any
-			v, err = scripts.Cancel.Run(ctx, c.rdb, as.keys.with(), w.id, w.seqStr, c.owner, ack).Result()
-			if err == nil {
-				r := newReply("cancel", v, 2)
-				status, due, err = r.str(0), r.int(1), r.err
-			}
-		}
-		cancel()
-		if err != nil {
-			c.log.Warn("baton: giving up a wait", slog.String("action", as.ref), slog.String("execution", w.id),
-				slog.Any("reason", why), slog.Any("error", err))
-			if !errors.Is(why, ErrQueueTimeout) || attempt >= 20 {
-				// The caller is gone or Redis stays down: end locally. If the
-				// execution is granted later, the wait loop gives it back.
-				c.finish(w, nil, why)
-				return
-			}
-			time.Sleep(backoff(attempt))
-			continue
-		}
-		c.addDue(c.ctx, as.ref, due)
-		if status == "early" {
-			c.mu.Lock()
-			w.state = stateWaiting
-			stash := w.stash
-			w.stash = nil
-			if len(stash) == 0 {
-				c.armTimeoutLocked(w, time.Duration(retryIn)*time.Millisecond)
-			}
-			c.mu.Unlock()
-			for _, tok := range stash {
-				c.handleToken(as, w.id, tok, false)
-			}
-			return
-		}
-		if status == "gone" && w.gone < 2 {
-			// Not waiting and no grant to give back: a token (cancel,
-			// eviction, supersession, reclaimed grant) is on its way or
-			// stashed. Replay the stash; ask again later in case the token
-			// was lost, and end the wait the second time it is still gone.
-			c.mu.Lock()
-			w.state = stateWaiting
-			w.gone++
-			stash := w.stash
-			w.stash = nil
-			if len(stash) == 0 {
-				c.armTimeoutLocked(w, c.opts.AckTimeout)
-			}
-			c.mu.Unlock()
-			for _, tok := range stash {
-				c.handleToken(as, w.id, tok, false)
-			}
-			return
-		}
-		c.finish(w, nil, why)
-		return
-	}
-}
-
-func backoff(attempt int) time.Duration {
-	d := 50 * time.Millisecond << min(attempt, 5)
-	return min(d, time.Second)
-}
-
-// finish ends a waiter and wakes the wait loop if it blocks on its key.
-func (c *Coordinator) finish(w *waiter, lease *Lease, err error) {
-	c.mu.Lock()
-	wake := w.as.finishLocked(w, lease, err)
-	c.mu.Unlock()
-	if wake {
-		c.wake(w.as)
-	}
-}
-
 // cancelQueued removes an execution queued just as the Coordinator closed.
-func (c *Coordinator) cancelQueued(as *actionState, id, seq string) {
+func (c *Coordinator) cancelQueued(k keys.Action, id string, seq int64) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
 	defer cancel()
-	if err := scripts.Cancel.Run(ctx, c.rdb, as.keys.with(), id, seq, c.owner, c.ms(c.opts.AckTimeout)).Err(); err != nil {
-		c.log.Warn("baton: canceling on close", slog.String("action", as.ref), slog.String("execution", id), slog.Any("error", err))
+	if _, _, err := scripts.Cancel(ctx, c.run, k, id, fmt.Sprint(seq), c.owner, c.opts.AckTimeout); err != nil {
+		c.log.Warn("baton: canceling on close", slog.String("execution", id), slog.Any("error", err))
 	}
 }

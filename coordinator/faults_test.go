@@ -51,7 +51,7 @@ func TestLeaseLost(t *testing.T) {
 		o.AckTimeout = 200 * time.Millisecond
 		o.SweepInterval = 50 * time.Millisecond
 		rdb := e.client()
-		fault := &failScript{sha: scripts.Renew.Hash()}
+		fault := &failScript{sha: scripts.ByName("renew").Hash()}
 		rdb.AddHook(fault)
 		cA, err := coordinator.New(rdb, coordinator.Options{Prefix: e.prefix, LeaseTTL: o.LeaseTTL, AckTimeout: o.AckTimeout, SweepInterval: -1})
 		must(t, err)

@@ -25,7 +25,7 @@ type Lease struct {
 	lostOnce sync.Once
 
 	mu        sync.Mutex
-	renewedAt time.Time // local time of the last admission or renewal
+	renewedAt time.Time // local time before the last admission or renewal reached Redis
 }
 
 // Action is the action ref the lease belongs to.
@@ -83,48 +83,27 @@ func (c *Coordinator) release(ctx context.Context, action, id string, fence int6
 	if err := c.ensurePolicies(ctx); err != nil {
 		return false, err
 	}
-	ak := c.keys.action(action)
-	args := append([]any{id, fence, c.ms(c.opts.AckTimeout)}, c.policyArgs(action)...)
-	v, err := scripts.Release.Run(ctx, c.rdb, ak.with(), args...).Result()
+	r, err := scripts.Release(ctx, c.run, c.keys.Action(action), id, fence, c.opts.AckTimeout, c.policyArgs(action))
 	if err != nil {
 		return false, fmt.Errorf("baton: release %s/%s: %w", action, id, err)
 	}
-	r := newReply("release", v, 3)
-	held, due := r.int(0), r.int(2)
-	if r.err != nil {
-		return false, r.err
-	}
-	c.addDue(ctx, action, due)
+	c.addDue(ctx, action, r.Due)
 	c.dropLease(action, id, fence)
-	return held == 1, nil
-}
-
-// addLease records a lease this process holds, or returns the one already
-// recorded for the same grant.
-func (c *Coordinator) addLease(action, id string, fence, seq int64) *Lease {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	as := c.actionLocked(action) // the live entry, which the heartbeat renews
-	if l := as.leases[id]; l != nil && l.fence == fence {
-		return l
-	}
-	l := &Lease{c: c, action: as.ref, id: id, fence: fence, seq: seq, lost: make(chan struct{}), renewedAt: time.Now()}
-	if c.closed {
-		l.markLost()
-		return l
-	}
-	as.leases[id] = l
-	return l
+	return r.Held, nil
 }
 
 // dropLease forgets a released lease (any lease of id when fence is 0).
-func (c *Coordinator) dropLease(action, id string, fence int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if as := c.actions[action]; as != nil {
-		if l := as.leases[id]; l != nil && (fence == 0 || l.fence == fence) {
-			delete(as.leases, id)
-		}
+func (c *Coordinator) dropLease(ref, id string, fence int64) {
+	c.amu.Lock()
+	a := c.actions[ref]
+	c.amu.Unlock()
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if l := a.leases[id]; l != nil && (fence == 0 || l.fence == fence) {
+		delete(a.leases, id)
 	}
 }
 
@@ -133,143 +112,113 @@ func (c *Coordinator) dropLease(action, id string, fence int64) {
 func (c *Coordinator) heartbeatLoop() { c.every(c.opts.LeaseTTL/3, c.heartbeat) }
 
 // heartbeat runs one renewal round over every action this process has
-// waiters or leases in, and forgets actions it no longer uses.
+// waiters or leases in, and forgets actions it no longer uses. The renewals
+// run concurrently, so the batcher sends them in few pipelines.
 func (c *Coordinator) heartbeat() {
-	type work struct {
-		as          *actionState
-		oldest, seq string
-		pairs       []any
-	}
-	var todo []work
-	now := time.Now()
 	func() {
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 		defer cancel()
 		c.renewOwner(ctx)
 	}()
-	c.mu.Lock()
-	for ref, as := range c.actions {
-		if len(as.waiters) == 0 && len(as.leases) == 0 && !as.loopRunning {
+	c.amu.Lock()
+	acts := make([]*action, 0, len(c.actions))
+	for ref, a := range c.actions {
+		a.mu.Lock()
+		if a.idleLocked() {
+			a.dead = true
 			delete(c.actions, ref)
-			continue
+		} else {
+			acts = append(acts, a)
 		}
-		wk := work{as: as}
-		if len(as.order) > 0 {
-			wk.oldest, wk.seq = as.order[0].id, as.order[0].seqStr
-		}
-		for id, l := range as.leases {
-			l.mu.Lock()
-			stale := now.Sub(l.renewedAt) > c.opts.LeaseTTL
-			l.mu.Unlock()
-			if stale {
-				// No renewal reached Redis for a whole lease: the slot may be
-				// reclaimed already, so stop trusting it.
-				delete(as.leases, id)
-				l.markLost()
-				continue
-			}
-			wk.pairs = append(wk.pairs, id, l.fence)
-		}
-		todo = append(todo, wk)
+		a.mu.Unlock()
 	}
-	c.mu.Unlock()
-	for _, wk := range todo {
-		c.renew(wk.as, wk.oldest, wk.seq, wk.pairs)
+	c.amu.Unlock()
+	var g sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, a := range acts {
+		g.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; g.Done() }()
+			a.renew()
+		}()
 	}
+	g.Wait()
 }
 
-func (c *Coordinator) renew(as *actionState, oldest, oldestSeq string, pairs []any) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.opts.LeaseTTL/3)
-	defer cancel()
-	start := time.Now()
-	args := append([]any{c.owner, c.ms(c.opts.LeaseTTL), c.ms(c.opts.AckTimeout)}, c.policyArgs(as.ref)...)
-	args = append(append(args, oldest, oldestSeq), pairs...)
-	v, err := scripts.Renew.Run(ctx, c.rdb, as.keys.with(), args...).Result()
-	if err != nil {
-		c.log.Warn("baton: heartbeat", slog.String("action", as.ref), slog.Any("error", err))
-		return
-	}
-	r := newReply("renew", v, 2)
-	due, waiterOK, lost := r.int(0), r.int(1), r.tail(2)
-	if r.err != nil {
-		c.log.Error("baton: heartbeat", slog.String("action", as.ref), slog.Any("error", r.err))
-		return
-	}
-	if due > 0 {
-		c.addDue(ctx, as.ref, due) // heals the index if a sweeper lost a claim
-	}
-	if oldest != "" {
-		c.checkWaiters(ctx, as, oldest, waiterOK == 1)
-	}
-	gone := map[string]bool{}
-	for _, id := range lost {
-		gone[id] = true
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i := 0; i < len(pairs); i += 2 {
-		id, fence := pairs[i].(string), pairs[i+1].(int64)
-		l := as.leases[id]
-		if l == nil || l.fence != fence {
+// renew is one heartbeat for this action: it extends the leases, keeps the
+// owner alive, and checks the oldest waiter (a grant whose token was lost,
+// or an entry Redis lost); waiters already seen missing are re-checked.
+func (a *action) renew() {
+	c := a.c
+	now := time.Now()
+	args := scripts.RenewArgs{Owner: c.owner, LeaseTTL: c.opts.LeaseTTL, AckTimeout: c.opts.AckTimeout, Policy: c.policyArgs(a.ref)}
+	var oldest *waiter
+	suspects := false
+	a.mu.Lock()
+	for id, l := range a.leases {
+		l.mu.Lock()
+		stale := now.Sub(l.renewedAt) > c.opts.LeaseTTL
+		l.mu.Unlock()
+		if stale {
+			// No renewal reached Redis for a whole lease: the slot may be
+			// reclaimed already, so stop trusting it.
+			delete(a.leases, id)
+			l.markLost()
 			continue
 		}
-		if gone[id] {
-			delete(as.leases, id)
+		args.Leases = append(args.Leases, scripts.Held{Execution: id, Fence: l.fence})
+	}
+	for _, w := range a.order {
+		switch w.state {
+		case waiterQueued:
+			if oldest == nil || w.seq < oldest.seq {
+				oldest = w
+			}
+		case waiterSuspect:
+			suspects = true
+		}
+	}
+	if oldest != nil {
+		args.Oldest, args.OldestSeq = oldest.id, oldest.seqStr
+	}
+	a.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(c.ctx, c.opts.LeaseTTL/3)
+	defer cancel()
+	r, err := scripts.Renew(ctx, c.run, a.keys, args)
+	if err != nil {
+		c.log.Warn("baton: heartbeat", slog.String("action", a.ref), slog.Any("error", err))
+		return
+	}
+	if r.Due > 0 {
+		c.addDue(ctx, a.ref, r.Due) // heals the index if a sweeper lost a claim
+	}
+	if oldest != nil {
+		a.applyStatus(oldest, r.Oldest)
+	}
+	if suspects {
+		a.reconcile()
+	}
+	gone := map[string]bool{}
+	for _, id := range r.Lost {
+		gone[id] = true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, h := range args.Leases {
+		l := a.leases[h.Execution]
+		if l == nil || l.fence != h.Fence {
+			continue
+		}
+		if gone[h.Execution] {
+			delete(a.leases, h.Execution)
 			l.markLost()
-			c.log.Warn("baton: lease lost", slog.String("action", as.ref), slog.String("execution", id), slog.Int64("token", l.fence))
+			c.log.Warn("baton: lease lost", slog.String("action", a.ref), slog.String("execution", h.Execution), slog.Int64("token", l.fence))
 			continue
 		}
 		l.mu.Lock()
-		l.renewedAt = start
+		l.renewedAt = now
 		l.mu.Unlock()
-	}
-}
-
-// checkWaiters ends local waiters whose queue entries Redis no longer has
-// (a restart or failover lost them), so they do not wait for a grant that
-// cannot come. The oldest waiter is checked on every heartbeat; only when it
-// is still missing half a heartbeat interval after it was first seen missing
-// (a token in flight explains a short absence) are all of the action's
-// waiters checked, one state read each.
-func (c *Coordinator) checkWaiters(ctx context.Context, as *actionState, oldest string, ok bool) {
-	c.mu.Lock()
-	w := as.waiters[oldest]
-	if w == nil || ok {
-		if w != nil {
-			w.missing = time.Time{}
-		}
-		c.mu.Unlock()
-		return
-	}
-	if w.missing.IsZero() || time.Since(w.missing) < c.opts.LeaseTTL/6 {
-		if w.missing.IsZero() {
-			w.missing = time.Now()
-		}
-		c.mu.Unlock()
-		return
-	}
-	all := make([]*waiter, 0, len(as.order))
-	all = append(all, as.order...)
-	c.mu.Unlock()
-	for _, w := range all {
-		st, err := c.ExecutionState(ctx, as.ref, w.id)
-		if err != nil {
-			return
-		}
-		present := (st.Status == StatusWaiting || st.Status == StatusRunning) && st.Owner == c.owner
-		if present {
-			continue
-		}
-		c.mu.Lock()
-		if w.state != stateWaiting {
-			c.mu.Unlock()
-			continue
-		}
-		wake := as.finishLocked(w, nil, fmt.Errorf("%w: %s/%s: its queue entry is gone from Redis (restart or failover)",
-			ErrLeaseLost, as.ref, w.id))
-		c.mu.Unlock()
-		if wake {
-			c.wake(as)
-		}
 	}
 }

@@ -5,58 +5,102 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/batonhq/baton/internal/keys"
+)
+
+// The defaults of Options, exported so that the daemon and the bench do
+// not re-type them.
+const (
+	// DefaultPrefix is the key prefix when Options.Prefix is empty.
+	DefaultPrefix = keys.DefaultPrefix
+	// DefaultMaxQueueLength is Options.MaxQueueLength's default.
+	DefaultMaxQueueLength = 100_000
+	// DefaultQueueTimeout is Options.QueueTimeout's default.
+	DefaultQueueTimeout = 5 * time.Minute
+	// DefaultLeaseTTL is Options.LeaseTTL's default.
+	DefaultLeaseTTL = 30 * time.Second
+	// DefaultAckTimeout is the longest default of Options.AckTimeout; the
+	// default is the smaller of this and LeaseTTL/2.
+	DefaultAckTimeout = 5 * time.Second
+	// DefaultSweepInterval is Options.SweepInterval's default.
+	DefaultSweepInterval = time.Second
+	// DefaultSweepBatch is Options.SweepBatch's default.
+	DefaultSweepBatch = 100
+	// DefaultBlockTimeout is Options.BlockTimeout's default.
+	DefaultBlockTimeout = time.Second
+	// DefaultMaxWaitConns is Options.MaxWaitConns's default (for clients
+	// whose pool size is unknown or at least 100).
+	DefaultMaxWaitConns = 50
+	// DefaultScriptConns is Options.ScriptConns's default.
+	DefaultScriptConns = 4
+	// DefaultPolicyRefresh is Options.PolicyRefresh's default.
+	DefaultPolicyRefresh = 500 * time.Millisecond
 )
 
 // Options configure a Coordinator. A zero value in any field means the
 // documented default for that field.
 type Options struct {
 	// Prefix starts every key name. It must not contain '{' or '}'.
-	// Defaults to "baton".
+	// Defaults to DefaultPrefix ("baton").
 	Prefix string
 
 	// MaxQueueLength is the most executions that may wait per action; the
-	// next one gets ErrQueueFull. Negative means unbounded. Defaults to 100,000.
+	// next one gets ErrQueueFull. Negative means unbounded. Defaults to
+	// DefaultMaxQueueLength (100,000).
 	MaxQueueLength int
 
 	// QueueTimeout is how long an execution may wait, on the Redis clock,
 	// before it gets ErrQueueTimeout. Negative means no timeout (only the
-	// caller's context ends the wait). Defaults to 5 minutes.
+	// caller's context ends the wait). Defaults to DefaultQueueTimeout (5 minutes).
 	QueueTimeout time.Duration
 
 	// LeaseTTL is how long a slot stays held after its process's last
-	// heartbeat. Heartbeats run every LeaseTTL/3. Defaults to 30 seconds.
+	// heartbeat, and how long a silent process counts as alive. Heartbeats
+	// run every LeaseTTL/3. Defaults to DefaultLeaseTTL (30 seconds).
 	LeaseTTL time.Duration
 
-	// AckTimeout is how long a waiter's process has to acknowledge a grant
-	// before the slot is reclaimed and that process presumed dead. Must be
-	// below LeaseTTL. Defaults to 5 seconds.
+	// AckTimeout is how long a grant may wait for its waiter's process to
+	// read its token. A grant still unread after it goes back to the head of
+	// the queue if the process is alive (it keeps its place), or is dropped
+	// if the process is dead. Must be below LeaseTTL. Defaults to the
+	// smaller of DefaultAckTimeout (5 seconds) and LeaseTTL/2.
 	AckTimeout time.Duration
 
 	// SweepInterval is how often this Coordinator runs a sweep pass in the
-	// background. Negative turns background sweeping off. Defaults to 1 second.
+	// background. Negative turns background sweeping off. Defaults to
+	// DefaultSweepInterval (1 second).
 	SweepInterval time.Duration
 
-	// SweepBatch is the most due actions one sweep pass claims. Defaults to 100.
+	// SweepBatch is the most due actions one sweep pass claims. Defaults to
+	// DefaultSweepBatch (100).
 	SweepBatch int
 
 	// BlockTimeout is the server-side timeout of one BLPOP round; between
-	// rounds the wait loop checks for shutdown. Whole seconds; defaults to 1s.
+	// rounds the wait loop checks for shutdown. Whole seconds; defaults to
+	// DefaultBlockTimeout (1s).
 	BlockTimeout time.Duration
 
 	// MaxWaitConns bounds the connections used for blocking waits: one per
 	// action with waiters in this process, up to this many. Actions beyond it
 	// share connections round by round, with BLPOP timeouts cut so that a full
-	// rotation takes about AckTimeout/4 (so grants are read before their
-	// acknowledgement deadline); the more actions per connection, the more
-	// BLPOP rounds Redis serves. The client's pool must be larger than this.
-	// Defaults to 50, or half the pool size of a *redis.Client or
-	// *redis.ClusterClient whose pool is smaller than 100.
+	// rotation takes about AckTimeout/4. For a *redis.Client or
+	// *redis.ClusterClient the waits use a pool of their own with this many
+	// connections (and no command retries, so that a lost reply is noticed);
+	// for other clients they use the client's pool, which must be larger.
+	// Defaults to DefaultMaxWaitConns (50).
 	MaxWaitConns int
+
+	// ScriptConns is how many pipelines of script calls may be in flight at
+	// once. Calls made while they are all busy are sent together in the
+	// next pipeline, so under load Redis reads and answers many calls per
+	// system call. Defaults to DefaultScriptConns (4).
+	ScriptConns int
 
 	// PolicyRefresh is how often the cached limits are checked against Redis.
 	// A change made by another process is seen within this interval (the
 	// process that makes it applies it to known actions at once). Defaults
-	// to 500 ms.
+	// to DefaultPolicyRefresh (500 ms).
 	PolicyRefresh time.Duration
 
 	// Logger receives the Coordinator's logs. Defaults to a logger that
@@ -70,31 +114,34 @@ func (o Options) WithDefaults() Options {
 		o.Prefix = DefaultPrefix
 	}
 	if o.MaxQueueLength == 0 {
-		o.MaxQueueLength = 100_000
+		o.MaxQueueLength = DefaultMaxQueueLength
 	}
 	if o.QueueTimeout == 0 {
-		o.QueueTimeout = 5 * time.Minute
+		o.QueueTimeout = DefaultQueueTimeout
 	}
 	if o.LeaseTTL == 0 {
-		o.LeaseTTL = 30 * time.Second
+		o.LeaseTTL = DefaultLeaseTTL
 	}
 	if o.AckTimeout == 0 {
-		o.AckTimeout = 5 * time.Second
+		o.AckTimeout = min(DefaultAckTimeout, o.LeaseTTL/2)
 	}
 	if o.SweepInterval == 0 {
-		o.SweepInterval = time.Second
+		o.SweepInterval = DefaultSweepInterval
 	}
 	if o.SweepBatch == 0 {
-		o.SweepBatch = 100
+		o.SweepBatch = DefaultSweepBatch
 	}
 	if o.BlockTimeout == 0 {
-		o.BlockTimeout = time.Second
+		o.BlockTimeout = DefaultBlockTimeout
 	}
 	if o.MaxWaitConns == 0 {
-		o.MaxWaitConns = 50
+		o.MaxWaitConns = DefaultMaxWaitConns
+	}
+	if o.ScriptConns == 0 {
+		o.ScriptConns = DefaultScriptConns
 	}
 	if o.PolicyRefresh == 0 {
-		o.PolicyRefresh = 500 * time.Millisecond
+		o.PolicyRefresh = DefaultPolicyRefresh
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -103,7 +150,10 @@ func (o Options) WithDefaults() Options {
 }
 
 // Validate reports the first field that holds an unusable value, by name.
+// Only values the caller set can be invalid: every default is valid with
+// every valid setting of the other fields.
 func (o Options) Validate() error {
+	o = o.WithDefaults()
 	bad := func(field string, v any, why string) error {
 		return fmt.Errorf("%w: Options.%s = %v: %s", ErrInvalidArgument, field, v, why)
 	}
@@ -113,11 +163,13 @@ func (o Options) Validate() error {
 	case o.LeaseTTL < 100*time.Millisecond:
 		return bad("LeaseTTL", o.LeaseTTL, "must be at least 100ms")
 	case o.AckTimeout < 10*time.Millisecond || o.AckTimeout >= o.LeaseTTL:
-		return bad("AckTimeout", o.AckTimeout, "must be at least 10ms and below LeaseTTL")
+		return bad("AckTimeout", o.AckTimeout, fmt.Sprintf("must be at least 10ms and below LeaseTTL (%v)", o.LeaseTTL))
 	case o.BlockTimeout < time.Second || o.BlockTimeout%time.Second != 0:
 		return bad("BlockTimeout", o.BlockTimeout, "must be a whole number of seconds (BLPOP's unit)")
 	case o.MaxWaitConns < 1:
 		return bad("MaxWaitConns", o.MaxWaitConns, "must be at least 1")
+	case o.ScriptConns < 1:
+		return bad("ScriptConns", o.ScriptConns, "must be at least 1")
 	case o.SweepBatch < 1:
 		return bad("SweepBatch", o.SweepBatch, "must be at least 1")
 	case o.PolicyRefresh < 10*time.Millisecond:

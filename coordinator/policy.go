@@ -31,7 +31,7 @@ func (c *Coordinator) SetConcurrencyLimit(ctx context.Context, scope limits.Scop
 		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
 	return c.changePolicy(ctx, scope, func(p redis.Pipeliner) {
-		p.HSet(ctx, c.keys.policies(), scope.String(), n)
+		p.HSet(ctx, c.keys.Policies(), scope.String(), n)
 	})
 }
 
@@ -42,13 +42,13 @@ func (c *Coordinator) ClearConcurrencyLimit(ctx context.Context, scope limits.Sc
 		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
 	return c.changePolicy(ctx, scope, func(p redis.Pipeliner) {
-		p.HDel(ctx, c.keys.policies(), scope.String())
+		p.HDel(ctx, c.keys.Policies(), scope.String())
 	})
 }
 
 // Policies reads every limit set, fresh from Redis.
 func (c *Coordinator) Policies(ctx context.Context) (limits.Policies, error) {
-	m, err := c.rdb.HGetAll(ctx, c.keys.policies()).Result()
+	m, err := c.rdb.HGetAll(ctx, c.keys.Policies()).Result()
 	if err != nil {
 		return limits.Policies{}, fmt.Errorf("baton: reading policies: %w", err)
 	}
@@ -64,8 +64,8 @@ func (c *Coordinator) changePolicy(ctx context.Context, scope limits.Scope, chan
 	var all *redis.MapStringStringCmd
 	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		change(p)
-		p.HIncrBy(ctx, c.keys.policies(), policyVersionField, 1)
-		all = p.HGetAll(ctx, c.keys.policies())
+		p.HIncrBy(ctx, c.keys.Policies(), policyVersionField, 1)
+		all = p.HGetAll(ctx, c.keys.Policies())
 		return nil
 	})
 	if err != nil {
@@ -78,7 +78,7 @@ func (c *Coordinator) changePolicy(ctx context.Context, scope limits.Scope, chan
 	if scope.Kind() == limits.KindAction {
 		refs = []string{scope.Name()}
 	} else {
-		members, err := c.rdb.SMembers(ctx, c.keys.actions()).Result()
+		members, err := c.rdb.SMembers(ctx, c.keys.Actions()).Result()
 		if err != nil {
 			return fmt.Errorf("baton: listing actions for policy %s: %w", scope, err)
 		}
@@ -101,16 +101,13 @@ func (c *Coordinator) applyPolicy(ctx context.Context, p limits.Policies, ref st
 		return nil // not an action of ours; the index may hold anything
 	}
 	n, src, ok := p.Resolve(ref)
-	v, err := scripts.ApplyPolicy.Run(ctx, c.rdb, c.keys.action(ref).with(),
-		p.Version, n, limits.Source(src, ok), c.ms(c.opts.AckTimeout)).Result()
+	_, due, err := scripts.ApplyPolicy(ctx, c.run, c.keys.Action(ref),
+		scripts.Policy{Version: p.Version, Limit: n, Source: limits.Source(src, ok)}, c.opts.AckTimeout)
 	if err != nil {
 		return fmt.Errorf("baton: applying policy to %s: %w", ref, err)
 	}
-	r := newReply("apply_policy", v, 2)
-	if due := r.int(1); r.err == nil {
-		c.addDue(ctx, ref, due)
-	}
-	return r.err
+	c.addDue(ctx, ref, due)
+	return nil
 }
 
 func (c *Coordinator) parsePolicies(m map[string]string) limits.Policies {
@@ -163,7 +160,7 @@ func (c *Coordinator) policyLoop() {
 func (c *Coordinator) refreshPolicies() (changed bool) {
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
-	v, err := c.rdb.HGet(ctx, c.keys.policies(), policyVersionField).Int64()
+	v, err := c.rdb.HGet(ctx, c.keys.Policies(), policyVersionField).Int64()
 	if err != nil && err != redis.Nil {
 		c.log.Warn("baton: checking policy version", slog.Any("error", err))
 		return false

@@ -77,25 +77,20 @@ func (c *Coordinator) QueueStats(ctx context.Context, action string) (QueueStats
 	if err := c.ensurePolicies(ctx); err != nil {
 		return QueueStats{}, err
 	}
-	v, err := scripts.Stats.Run(ctx, c.rdb, c.keys.action(action).with(), c.policyArgs(action)...).Result()
+	r, err := scripts.Stats(ctx, c.run, c.keys.Action(action), c.policyArgs(action))
 	if err != nil {
 		return QueueStats{}, fmt.Errorf("baton: stats %s: %w", action, err)
 	}
-	r := newReply("stats", v, 8)
 	st := QueueStats{
 		Action:        action,
-		QueueLength:   r.int(0),
-		ActiveCount:   r.int(1),
-		MaxConcurrent: r.int(2),
-		LimitSource:   r.str(3),
+		QueueLength:   r.QueueLength,
+		ActiveCount:   r.Active,
+		MaxConcurrent: r.Limit,
+		LimitSource:   r.LimitSource,
 	}
-	headSeq := r.str(4)
-	meta, waits := r.pairs(6), r.pairs(7)
-	if r.err != nil {
-		return QueueStats{}, r.err
-	}
-	if headSeq != "" {
-		st.OldestEnqueuedAt = time.UnixMicro(parseInt(headSeq))
+	meta, waits := r.Meta, r.Waits
+	if r.HeadSeq != 0 {
+		st.OldestEnqueuedAt = time.UnixMicro(r.HeadSeq)
 	}
 	n := func(field string) int64 { return parseInt(meta[field]) }
 	st.TotalEnqueued, st.TotalAdmitted, st.TotalCompleted = n("enqueued"), n("admitted"), n("completed")
@@ -140,7 +135,8 @@ type ExecutionState struct {
 	RunningSince time.Time
 	// LeaseDeadline is when the lease expires unless renewed; running only.
 	LeaseDeadline time.Time
-	// Acknowledged is false while a grant waits for its waiter's process.
+	// Acknowledged is false while a grant is not yet known to be delivered:
+	// its token was not read, or its process has not renewed it yet.
 	Acknowledged bool
 }
 
@@ -149,32 +145,29 @@ func (c *Coordinator) ExecutionState(ctx context.Context, action, executionID st
 	if err := validate(action, executionID); err != nil {
 		return ExecutionState{}, err
 	}
-	v, err := scripts.State.Run(ctx, c.rdb, c.keys.action(action).with(), executionID).Result()
+	r, err := scripts.State(ctx, c.run, c.keys.Action(action), executionID)
 	if err != nil {
 		return ExecutionState{}, fmt.Errorf("baton: state %s/%s: %w", action, executionID, err)
 	}
 	st := ExecutionState{Action: action, ExecutionID: executionID, Status: StatusUnknown}
-	r := newReply("state", v, 1)
-	switch r.str(0) {
+	switch r.Status {
 	case "waiting":
-		r = newReply("state", v, 4)
-		st.Status, st.Owner, st.Position = StatusWaiting, r.str(2), r.int(3)
-		st.EnqueuedAt = time.UnixMicro(r.int(1))
+		st.Status, st.Owner, st.Position = StatusWaiting, r.Owner, r.Position
+		st.EnqueuedAt = time.UnixMicro(r.Seq)
 	case "running":
-		r = newReply("state", v, 6)
-		st.Status, st.Token, st.Owner = StatusRunning, r.int(1), r.str(2)
-		st.RunningSince = time.UnixMilli(r.int(3))
-		st.LeaseDeadline = time.UnixMilli(r.int(4))
-		st.Acknowledged = r.str(5) == "h"
+		st.Status, st.Token, st.Owner = StatusRunning, r.Fence, r.Owner
+		st.RunningSince = time.UnixMilli(r.Since)
+		st.LeaseDeadline = time.UnixMilli(r.Deadline)
+		st.Acknowledged = r.Delivered
 	}
-	return st, r.err
+	return st, nil
 }
 
 // Actions lists known action refs, a page at a time: pass cursor 0 first,
 // then the returned cursor until it is 0 (SSCAN semantics: an action may
 // appear twice; count is a hint).
 func (c *Coordinator) Actions(ctx context.Context, cursor uint64, count int64) (refs []string, next uint64, err error) {
-	refs, next, err = c.rdb.SScan(ctx, c.keys.actions(), cursor, "", count).Result()
+	refs, next, err = c.rdb.SScan(ctx, c.keys.Actions(), cursor, "", count).Result()
 	if err != nil {
 		return nil, 0, fmt.Errorf("baton: listing actions: %w", err)
 	}
@@ -188,7 +181,7 @@ func (c *Coordinator) Ready(ctx context.Context) error {
 		return fmt.Errorf("baton: redis: %w", err)
 	}
 	for _, s := range scripts.All {
-		if err := s.Load(ctx, c.rdb).Err(); err != nil {
+		if err := s.Load(ctx, c.rdb); err != nil {
 			return fmt.Errorf("baton: loading scripts: %w", err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/batonhq/baton/internal/keys"
 	"github.com/batonhq/baton/limits"
 	"github.com/batonhq/baton/scripts"
 )
@@ -35,14 +36,9 @@ const maxSweepRounds = 10
 func (c *Coordinator) Sweep(ctx context.Context) (SweepResult, error) {
 	var res SweepResult
 	for round := 0; round < maxSweepRounds; round++ {
-		v, err := scripts.ClaimDue.Run(ctx, c.rdb, []string{c.keys.sweep()}, c.opts.SweepBatch).Result()
+		now, refs, err := scripts.ClaimDue(ctx, c.run, c.keys, c.opts.SweepBatch)
 		if err != nil {
 			return res, fmt.Errorf("baton: sweep: claiming due actions: %w", err)
-		}
-		r := newReply("claim_due", v, 1)
-		now, refs := r.int(0), r.tail(1)
-		if r.err != nil {
-			return res, r.err
 		}
 		if err := c.sweepActions(ctx, refs, now, &res); err != nil {
 			return res, err
@@ -69,44 +65,33 @@ func (c *Coordinator) sweepActions(ctx context.Context, refs []string, now int64
 	if len(valid) == 0 {
 		return nil
 	}
-	ack := c.ms(c.opts.AckTimeout)
-	cmds := make([]*redis.Cmd, len(valid))
-	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, ref := range valid {
-			cmds[i] = scripts.Sweep.EvalSha(ctx, p, c.keys.action(ref).with(), ack)
-		}
-		return nil
-	})
+	ks := make([]keys.Action, len(valid))
+	for i, ref := range valid {
+		ks[i] = c.keys.Action(ref)
+	}
+	replies, errs := scripts.SweepAll(ctx, c.rdb, ks, c.opts.AckTimeout)
 	var again []redis.Z
 	var firstErr error
 	for i, ref := range valid {
-		v, err := cmds[i].Result()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			v, err = scripts.Sweep.Run(ctx, c.rdb, c.keys.action(ref).with(), ack).Result()
-		}
-		if err != nil {
+		if errs[i] != nil {
 			// Put it back so that a later pass retries it.
 			again = append(again, redis.Z{Score: float64(now + 1000), Member: ref})
 			if firstErr == nil {
-				firstErr = fmt.Errorf("baton: sweep %s: %w", ref, err)
+				firstErr = fmt.Errorf("baton: sweep %s: %w", ref, errs[i])
 			}
 			continue
 		}
-		r := newReply("sweep", v, 4)
-		reclaimed, granted, abandoned, due := r.int(0), r.int(1), r.int(2), r.int(3)
-		if r.err != nil {
-			return r.err
-		}
+		r := replies[i]
 		res.Visited++
-		res.Reclaimed += int(reclaimed)
-		res.Granted += int(granted)
-		res.Abandoned += int(abandoned)
-		if due > 0 {
-			again = append(again, redis.Z{Score: float64(due), Member: ref})
+		res.Reclaimed += int(r.Reclaimed)
+		res.Granted += int(r.Granted)
+		res.Abandoned += int(r.Abandoned)
+		if r.Due > 0 {
+			again = append(again, redis.Z{Score: float64(r.Due), Member: ref})
 		}
 	}
 	if len(again) > 0 {
-		if err := c.rdb.ZAddLT(context.WithoutCancel(ctx), c.keys.sweep(), again...).Err(); err != nil && firstErr == nil {
+		if err := c.rdb.ZAddLT(context.WithoutCancel(ctx), c.keys.Sweep(), again...).Err(); err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("baton: sweep: re-indexing: %w", err)
 		}
 	}

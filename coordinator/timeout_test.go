@@ -101,8 +101,13 @@ func TestTimeoutVersusGrantRace(t *testing.T) {
 		iterations := 300
 		granted, gaveUp := 0, 0
 		for i := 0; i < iterations; i++ {
+			before := e.stats(c, a)
 			holder, err := c.EnqueueAndWait(ctx, a, fmt.Sprintf("h-%d", i))
-			must(t, err)
+			if err != nil {
+				t.Logf("stats before it: %+v", before)
+				prev, _ := c.ExecutionState(ctx, a, fmt.Sprintf("w-%d", i-1))
+				t.Fatalf("iteration %d: holder: %v; stats %+v; previous waiter %+v", i, err, e.stats(c, a), prev)
+			}
 			wctx, cancel := context.WithCancel(ctx)
 			res := make(chan *coordinator.Lease, 1)
 			errs := make(chan error, 1)

@@ -2,44 +2,184 @@ package coordinator
 
 import (
 	"container/heap"
+	"errors"
 	"time"
 )
 
+// waiterState is where one waiting execution of this process stands.
+//
+// The waiter's whole life is this state machine. step is pure: it changes
+// the state and says what to do (an effect); the action's code does it. The
+// action's mutex guards every step.
+//
+//	state      event                   next       effect
+//	---------  ----------------------  ---------  ------------------------------------------
+//	queued     grant(fence)            done       deliver: a lease for fence
+//	queued     removed(kind)           done       fail with the kind's error
+//	queued     missing                 suspect    -
+//	queued     giveUp(why)             givingUp   run the give-up script (timeout or cancel)
+//	suspect    grant(fence)            done       deliver
+//	suspect    removed(kind)           done       fail with the kind's error
+//	suspect    present                 queued     -
+//	suspect    missing                 done       fail with ErrLeaseLost (seen missing twice)
+//	suspect    giveUp(why)             givingUp   run the give-up script
+//	givingUp   grant(fence)            givingUp   remember fence (the script gives it back)
+//	givingUp   gaveUp                  done       fail with why
+//	givingUp   giveUp(why)             givingUp   remember why (the caller left)
+//	givingUp   early(remaining)        givingUp   (the caller left) run the give-up script for it
+//	                                   done       (a grant was remembered) deliver it
+//	                                   queued     (otherwise) re-arm the timer for remaining
+//	givingUp   gone                    done       fail with why; release a remembered grant
+//	givingUp   giveUpFailed            done       fail with why; retry the cancel in the background
+//	done       grant(fence)            done       give the grant back (an orphan)
+//	any other pair                     unchanged  -
+//
+// queued: in the action's queue in Redis as far as this process knows.
+// suspect: Redis was seen without the entry once (a restart or failover can
+// lose it; a token in flight explains a short absence).
+// givingUp: a timeout or cancel script is in flight; a grant that arrives
+// meanwhile is not delivered: the script gives it back.
+// done: the result is set and the waiter left the action's tables.
 type waiterState int
 
 const (
-	stateWaiting waiterState = iota // in the queue; the wait loop may claim a grant
-	stateEnding                     // a give-up script is in flight; tokens are stashed
-	stateClaimed                    // the wait loop is acknowledging a grant
-	stateDone                       // result set, done closed
+	waiterQueued waiterState = iota
+	waiterSuspect
+	waiterGivingUp
+	waiterDone
+)
+
+func (s waiterState) String() string {
+	return [...]string{"queued", "suspect", "givingUp", "done"}[s]
+}
+
+// waiterEvent is what can happen to a waiter.
+type waiterEvent int
+
+const (
+	evGrant        waiterEvent = iota // its grant token (or a state read) says it holds a slot
+	evRemoved                         // a removal token: canceled, timed out, evicted, superseded
+	evMissing                         // a state read found it nowhere in Redis
+	evPresent                         // a state read found it in the queue
+	evGiveUp                          // its timeout fired, its caller left, or Close
+	evGaveUp                          // the give-up script removed it or gave its grant back
+	evEarly                           // the timeout has not passed on the Redis clock yet
+	evGone                            // the give-up script found nothing to remove
+	evGiveUpFailed                    // the give-up script could not reach Redis
+)
+
+// effect is what a step asks the action to do.
+type effect int
+
+const (
+	doNothing        effect = iota
+	doDeliver               // finish with a lease for the fence (or the remembered one)
+	doFail                  // finish with err
+	doRunGiveUp             // start the give-up script for why
+	doRearm                 // re-arm the queue timeout timer
+	doReleaseGrant          // finish with err, then release the remembered grant
+	doRetryGiveUp           // finish with err, then retry the cancel in the background
+	doGiveBackOrphan        // a grant for a waiter that is done: give it back
 )
 
 // waiter is one waiting execution in this process. Several EnqueueAndWait
 // calls with the same ID share it (refs) and get the same result.
 type waiter struct {
-	as       *actionState
-	id       string
-	seq      int64
-	seqStr   string
-	grantKey string
-	queuedAt time.Time // local time of the enqueue reply, for the timeout timer
+	act    *action
+	id     string
+	seq    int64
+	seqStr string
+	key    string // grant key
 
-	refs    int
 	state   waiterState
-	stash   []string // tokens that arrived while a give-up script was in flight
+	why     error // the give-up reason (givingUp)
+	leaving error // the caller left while a timeout check was in flight
+	stashed int64 // fence of a grant that arrived while giving up (0: none)
+	refs    int
 	timer   *time.Timer
-	gone    int       // timeout.lua found it neither waiting nor granted
-	missing time.Time // when a heartbeat first found it neither waiting nor granted (zero: not missing)
-	index   int       // in as.order
+	index   int // in the action's heap
 
 	done  chan struct{}
 	lease *Lease
 	err   error
 }
 
-func (w *waiter) result() (*Lease, error) {
-	<-w.done
-	return w.lease, w.err
+// step applies one event. fence is the grant's token (evGrant); kind the
+// removal token's kind (evRemoved); why the reason to give up (evGiveUp).
+func (w *waiter) step(ev waiterEvent, fence int64, kind string, why error) (effect, error) {
+	switch w.state {
+	case waiterQueued, waiterSuspect:
+		switch ev {
+		case evGrant:
+			w.state = waiterDone
+			return doDeliver, nil
+		case evRemoved:
+			w.state = waiterDone
+			return doFail, removalError(kind)
+		case evMissing:
+			if w.state == waiterQueued {
+				w.state = waiterSuspect
+				return doNothing, nil
+			}
+			w.state = waiterDone
+			return doFail, errors.Join(ErrLeaseLost, errors.New("baton: its queue entry is gone from Redis (restart or failover)"))
+		case evPresent:
+			w.state = waiterQueued
+		case evGiveUp:
+			w.state, w.why = waiterGivingUp, why
+			return doRunGiveUp, nil
+		}
+	case waiterGivingUp:
+		switch ev {
+		case evGrant:
+			w.stashed = fence
+		case evGaveUp:
+			w.state = waiterDone
+			return doFail, w.why
+		case evGiveUp: // the caller left while a timeout check was in flight
+			w.leaving = why
+		case evEarly:
+			if w.leaving != nil { // give up for the caller instead (a grant goes back)
+				w.why, w.leaving = w.leaving, nil
+				return doRunGiveUp, nil
+			}
+			if w.stashed != 0 { // granted after the script looked: take it
+				w.state = waiterDone
+				return doDeliver, nil
+			}
+			w.state = waiterQueued
+			return doRearm, nil
+		case evGone:
+			w.state = waiterDone
+			if w.stashed != 0 {
+				return doReleaseGrant, w.why
+			}
+			return doFail, w.why
+		case evGiveUpFailed:
+			w.state = waiterDone
+			return doRetryGiveUp, w.why
+		}
+	case waiterDone:
+		if ev == evGrant {
+			return doGiveBackOrphan, nil
+		}
+	}
+	return doNothing, nil
+}
+
+// removalError is the error a removal token's kind stands for.
+func removalError(kind string) error {
+	switch kind {
+	case "c":
+		return ErrCanceled
+	case "t":
+		return ErrQueueTimeout
+	case "s":
+		return errors.Join(ErrCanceled, errors.New("baton: re-attached by another process"))
+	case "e":
+		return errors.Join(ErrLeaseLost, errors.New("baton: waiter dropped: its process was presumed dead"))
+	}
+	return errors.Join(ErrLeaseLost, errors.New("baton: unknown wake-up token "+kind))
 }
 
 // waiterHeap orders an action's local waiters by seq (FIFO order in Redis).
@@ -66,40 +206,4 @@ func (h *waiterHeap) Pop() any {
 	return w
 }
 
-// addWaiterLocked registers a queued execution, or returns the waiter that
-// another call registered for it meanwhile. It reports whether the wait
-// loop must be woken (the new waiter is older than the one it blocks on).
-func (as *actionState) addWaiterLocked(id string, seq int64, seqStr, grantKey string) (w *waiter, isNew, wake bool) {
-	if w := as.waiters[id]; w != nil {
-		w.refs++
-		return w, false, false
-	}
-	w = &waiter{
-		as: as, id: id, seq: seq, seqStr: seqStr, grantKey: grantKey,
-		queuedAt: time.Now(), refs: 1, done: make(chan struct{}),
-	}
-	as.waiters[id] = w
-	heap.Push(&as.order, w)
-	wake = as.loopRunning && as.blockingSeq != 0 && seq < as.blockingSeq
-	return w, true, wake
-}
-
-// finishLocked ends a waiter with its one result. It reports whether the
-// wait loop blocks on this waiter's key and must be woken to move on.
-func (as *actionState) finishLocked(w *waiter, lease *Lease, err error) (wake bool) {
-	if w.state == stateDone {
-		return false
-	}
-	w.state = stateDone
-	w.lease, w.err = lease, err
-	w.stash = nil
-	if w.timer != nil {
-		w.timer.Stop()
-	}
-	if as.waiters[w.id] == w {
-		delete(as.waiters, w.id)
-		heap.Remove(&as.order, w.index)
-	}
-	close(w.done)
-	return as.loopRunning && as.blockingSeq == w.seq
-}
+var _ = heap.Init

@@ -1,56 +1,79 @@
 // Package scripts holds Baton's Lua scripts, one file per operation, and
-// wraps each once in a *redis.Script.
+// one typed Go function per script: the only way the rest of Baton runs them.
 //
 // Every per-action script is lib.lua followed by the operation's file, so
 // the key table, the Redis clock and the grant logic are written once. Each
 // file opens with its KEYS, ARGV and reply. Every script touches only keys
 // that share the action's hash tag, so it runs unchanged on Redis Cluster.
 //
-// redis.Script.Run sends EVALSHA and falls back to EVAL on NOSCRIPT, so a
-// restarted or failed-over Redis reloads them without help.
+// Scripts run through a Runner: the Coordinator's batcher, which pipelines
+// concurrent calls, or Direct for a plain client. Both send EVALSHA and fall
+// back to EVAL on NOSCRIPT, so a restarted or failed-over Redis reloads them
+// without help.
 package scripts
 
 import (
+	"context"
 	"embed"
+	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/internal/keys"
 )
 
 //go:embed *.lua
 var files embed.FS
 
-// Per-action scripts (KEYS[1..7] are the action's keys; see lib.lua).
+// Script is one Lua script. Its fields are unexported: callers use the
+// typed functions of this package.
+type Script struct {
+	name string
+	s    *redis.Script
+}
+
+// Name is the operation's name ("enqueue").
+func (s *Script) Name() string { return s.name }
+
+// Hash is the script's SHA1, as EVALSHA takes it.
+func (s *Script) Hash() string { return s.s.Hash() }
+
+// Load puts the script in Redis's script cache.
+func (s *Script) Load(ctx context.Context, c redis.Scripter) error { return s.s.Load(ctx, c).Err() }
+
+// EvalSha queues the script on a pipeline (it fails with NOSCRIPT if the
+// script is not loaded; Run on that error reloads it).
+func (s *Script) EvalSha(ctx context.Context, p redis.Pipeliner, keys []string, args ...any) *redis.Cmd {
+	return s.s.EvalSha(ctx, p, keys, args...)
+}
+
+// Run runs the script on c, loading it on NOSCRIPT.
+func (s *Script) Run(ctx context.Context, c redis.Scripter, keys []string, args ...any) (any, error) {
+	return s.s.Run(ctx, c, keys, args...).Result()
+}
+
 var (
-	// Enqueue admits an execution or queues it (enqueue.lua).
-	Enqueue = action("enqueue.lua")
-	// Release frees a slot and grants the next waiter (release.lua).
-	Release = action("release.lua")
-	// Ack turns a grant into a lease (ack.lua).
-	Ack = action("ack.lua")
-	// Cancel removes a waiter or gives back a late grant (cancel.lua).
-	Cancel = action("cancel.lua")
-	// Timeout ends a waiter whose queue timeout passed (timeout.lua).
-	Timeout = action("timeout.lua")
-	// Renew is one owner's heartbeat for one action (renew.lua).
-	Renew = action("renew.lua")
-	// Sweep reclaims and grants for one due action (sweep.lua).
-	Sweep = action("sweep.lua")
-	// ApplyPolicy pushes a new limit to one action (apply_policy.lua).
-	ApplyPolicy = action("apply_policy.lua")
-	// Stats reads an action's queue statistics (stats.lua).
-	Stats = action("stats.lua")
-	// State reads one execution's state (state.lua).
-	State = action("state.lua")
+	enqueue     = action("enqueue")
+	release     = action("release")
+	cancel      = action("cancel")
+	timeout     = action("timeout")
+	renew       = action("renew")
+	reconcile   = action("reconcile")
+	sweep       = action("sweep")
+	applyPolicy = action("apply_policy")
+	stats       = action("stats")
+	state       = action("state")
+	claimDue    = &Script{name: "claim_due", s: redis.NewScript(read("claim_due.lua"))}
 )
 
-// ClaimDue takes due actions out of the sweep index (claim_due.lua).
-var ClaimDue = redis.NewScript(read("claim_due.lua"))
+// All lists every script, for loading them ahead of use and for naming
+// EVALSHA calls in command counts.
+var All = []*Script{enqueue, release, cancel, timeout, renew, reconcile, sweep, applyPolicy, stats, state, claimDue}
 
-// All lists every script, for loading them ahead of use (readiness checks).
-var All = []*redis.Script{Enqueue, Release, Ack, Cancel, Timeout, Renew, Sweep, ApplyPolicy, Stats, State, ClaimDue}
-
-func action(name string) *redis.Script {
-	return redis.NewScript(read("lib.lua") + "\n" + read(name))
+func action(name string) *Script {
+	return &Script{name: name, s: redis.NewScript(read("lib.lua") + "\n" + read(name+".lua"))}
 }
 
 func read(name string) string {
@@ -59,4 +82,408 @@ func read(name string) string {
 		panic("scripts: missing embedded " + name) // a build defect, caught by every test
 	}
 	return string(b)
+}
+
+// Runner runs one script and returns its raw reply.
+type Runner interface {
+	RunScript(ctx context.Context, s *Script, keys []string, args []any) (any, error)
+}
+
+// Direct runs scripts on a client, one call per round trip.
+func Direct(c redis.Scripter) Runner { return direct{c} }
+
+type direct struct{ c redis.Scripter }
+
+func (d direct) RunScript(ctx context.Context, s *Script, keys []string, args []any) (any, error) {
+	return s.Run(ctx, d.c, keys, args...)
+}
+
+func runAction(ctx context.Context, r Runner, s *Script, k keys.Action, args ...any) (any, error) {
+	v, err := r.RunScript(ctx, s, k.List, append([]any{k.Base}, args...))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.name, err)
+	}
+	return v, nil
+}
+
+func ms(d time.Duration) int64 { return d.Milliseconds() }
+
+// Policy is a caller's resolved limit for an action, which a script adopts
+// when its version is newer than the one the action last saw. Version -1
+// is never adopted.
+type Policy struct {
+	Version int64
+	Limit   int
+	Source  string
+}
+
+func (p Policy) args() []any { return []any{p.Version, p.Limit, p.Source} }
+
+// EnqueueArgs are enqueue.lua's arguments.
+type EnqueueArgs struct {
+	Execution, Owner string
+	MaxQueue         int
+	LeaseTTL         time.Duration
+	AckTimeout       time.Duration
+	Policy           Policy
+}
+
+// Enqueue statuses.
+const (
+	Admitted = "admitted"
+	Running  = "running"
+	Queued   = "queued"
+	Full     = "full"
+)
+
+// EnqueueReply is enqueue.lua's reply.
+type EnqueueReply struct {
+	// Status is Admitted, Running, Queued or Full.
+	Status string
+	// Fence is the fencing token (Admitted, Running).
+	Fence int64
+	// Seq is the execution's place in the FIFO order and its enqueue time
+	// in microseconds on the Redis clock (not Full).
+	Seq int64
+	// Due > 0 asks the caller to add the action to the sweep index then.
+	Due int64
+}
+
+// Enqueue admits an execution or queues it (enqueue.lua).
+func Enqueue(ctx context.Context, r Runner, k keys.Action, a EnqueueArgs) (EnqueueReply, error) {
+	v, err := runAction(ctx, r, enqueue, k, append([]any{a.Execution, a.Owner, a.MaxQueue, ms(a.LeaseTTL),
+		ms(a.AckTimeout)}, a.Policy.args()...)...)
+	if err != nil {
+		return EnqueueReply{}, err
+	}
+	return decodeEnqueue(v)
+}
+
+func decodeEnqueue(v any) (EnqueueReply, error) {
+	p := newReply("enqueue", v, 4)
+	out := EnqueueReply{Status: p.str(0), Fence: p.int(1), Due: p.int(3)}
+	if s := p.str(2); s != "" {
+		out.Seq, _ = strconv.ParseInt(s, 10, 64)
+	}
+	switch out.Status {
+	case Admitted, Running, Queued, Full:
+	default:
+		if p.err == nil {
+			p.err = fmt.Errorf("baton: enqueue: unknown status %q", out.Status)
+		}
+	}
+	return out, p.err
+}
+
+// EnqueueAll runs enqueue.lua for many executions in one pipeline, in
+// order (fixtures); replies and errors are in the order of the arguments.
+func EnqueueAll(ctx context.Context, rdb redis.UniversalClient, actions []keys.Action, args []EnqueueArgs) ([]EnqueueReply, []error) {
+	calls := make([]*scriptCall, len(args))
+	for i, a := range args {
+		calls[i] = &scriptCall{s: enqueue, keys: actions[i].List, args: append([]any{actions[i].Base, a.Execution, a.Owner,
+			a.MaxQueue, ms(a.LeaseTTL), ms(a.AckTimeout)}, a.Policy.args()...)}
+	}
+	runPipeline(ctx, rdb, calls)
+	replies := make([]EnqueueReply, len(args))
+	errs := make([]error, len(args))
+	for i, c := range calls {
+		if c.err != nil {
+			errs[i] = fmt.Errorf("enqueue: %w", c.err)
+			continue
+		}
+		replies[i], errs[i] = decodeEnqueue(c.v)
+	}
+	return replies, errs
+}
+
+// ReleaseReply is release.lua's reply.
+type ReleaseReply struct {
+	// Held is true when the execution held a slot, now freed.
+	Held bool
+	// Granted counts waiters admitted into the freed slot.
+	Granted int64
+	// Due > 0 asks the caller to add the action to the sweep index then.
+	Due int64
+}
+
+// Release frees a slot and grants the next waiter (release.lua). fence 0
+// frees the execution's slot whatever its token.
+func Release(ctx context.Context, r Runner, k keys.Action, execution string, fence int64, ackTimeout time.Duration, p Policy) (ReleaseReply, error) {
+	v, err := runAction(ctx, r, release, k, append([]any{execution, fence, ms(ackTimeout)}, p.args()...)...)
+	if err != nil {
+		return ReleaseReply{}, err
+	}
+	d := newReply("release", v, 3)
+	return ReleaseReply{Held: d.int(0) == 1, Granted: d.int(1), Due: d.int(2)}, d.err
+}
+
+// Cancel results.
+const (
+	NotCanceled = 0 // nothing changed
+	Removed     = 1 // removed from the queue
+	GaveBack    = 2 // an undelivered grant was given back
+)
+
+// Cancel removes a waiter, or gives back its undelivered grant when seq and
+// owner name the waiter's own incarnation (cancel.lua). With seq "" it is an
+// operator's cancel of a waiting execution. It returns the result and the
+// due time for the sweep index.
+func Cancel(ctx context.Context, r Runner, k keys.Action, execution, seq, owner string, ackTimeout time.Duration) (result int, due int64, err error) {
+	v, err := runAction(ctx, r, cancel, k, execution, seq, owner, ms(ackTimeout))
+	if err != nil {
+		return 0, 0, err
+	}
+	d := newReply("cancel", v, 2)
+	return int(d.int(0)), d.int(1), d.err
+}
+
+// Timeout results.
+const (
+	TimedOut = "timedout"
+	Early    = "early"
+	Gone     = "gone"
+)
+
+// TimeoutReply is timeout.lua's reply.
+type TimeoutReply struct {
+	// Result is TimedOut, Early or Gone.
+	Result string
+	// Remaining is how long the waiter still has, for Early.
+	Remaining time.Duration
+	// Due > 0 asks the caller to add the action to the sweep index then.
+	Due int64
+}
+
+// Timeout ends a waiter whose queue timeout passed on the Redis clock (timeout.lua).
+func Timeout(ctx context.Context, r Runner, k keys.Action, execution, seq, owner string, queueTimeout, ackTimeout time.Duration) (TimeoutReply, error) {
+	v, err := runAction(ctx, r, timeout, k, execution, seq, owner, ms(queueTimeout), ms(ackTimeout))
+	if err != nil {
+		return TimeoutReply{}, err
+	}
+	d := newReply("timeout", v, 3)
+	out := TimeoutReply{Result: d.str(0), Remaining: time.Duration(d.int(1)) * time.Millisecond, Due: d.int(2)}
+	return out, d.err
+}
+
+// Waiter statuses from Renew and Reconcile.
+const (
+	WaiterQueued     = "q" // still in the queue
+	WaiterGranted    = "g" // granted; now a lease
+	WaiterMissing    = "x" // nowhere in Redis
+	WaiterCanceled   = "c" // removed by a cancel
+	WaiterTimedOut   = "t" // removed by its timeout
+	WaiterEvicted    = "e" // dropped: its process was presumed dead
+	WaiterSuperseded = "s" // re-attached by another process
+)
+
+// WaiterStatus is where one waiter stands.
+type WaiterStatus struct {
+	// Status is one of the Waiter* constants ("" when none was asked).
+	Status string
+	// Fence is the grant's fencing token for WaiterGranted.
+	Fence int64
+}
+
+// RenewArgs are renew.lua's arguments.
+type RenewArgs struct {
+	Owner      string
+	LeaseTTL   time.Duration
+	AckTimeout time.Duration
+	Policy     Policy
+	// Oldest and OldestSeq name the owner's oldest local waiter ("": none).
+	Oldest, OldestSeq string
+	// Leases are the executions and fencing tokens the owner holds.
+	Leases []Held
+}
+
+// Held names one lease: execution and fencing token.
+type Held struct {
+	Execution string
+	Fence     int64
+}
+
+// RenewReply is renew.lua's reply.
+type RenewReply struct {
+	// Due is when a sweeper must next visit the action (0: never).
+	Due int64
+	// Oldest is where the oldest waiter stands.
+	Oldest WaiterStatus
+	// Lost lists the executions whose lease is gone.
+	Lost []string
+}
+
+// Renew is one owner's heartbeat for one action (renew.lua).
+func Renew(ctx context.Context, r Runner, k keys.Action, a RenewArgs) (RenewReply, error) {
+	args := append([]any{a.Owner, ms(a.LeaseTTL), ms(a.AckTimeout)}, a.Policy.args()...)
+	args = append(args, a.Oldest, a.OldestSeq)
+	for _, l := range a.Leases {
+		args = append(args, l.Execution, l.Fence)
+	}
+	v, err := runAction(ctx, r, renew, k, args...)
+	if err != nil {
+		return RenewReply{}, err
+	}
+	d := newReply("renew", v, 3)
+	out := RenewReply{Due: d.int(0), Oldest: WaiterStatus{Status: d.str(1), Fence: d.int(2)}, Lost: d.tail(3)}
+	return out, d.err
+}
+
+// Pending names one local waiter: execution and seq.
+type Pending struct {
+	Execution, Seq string
+}
+
+// Reconcile says where each of the owner's waiters stands; granted ones
+// become leases of leaseTTL (reconcile.lua).
+func Reconcile(ctx context.Context, r Runner, k keys.Action, owner string, leaseTTL time.Duration, waiters []Pending) ([]WaiterStatus, error) {
+	args := []any{owner, ms(leaseTTL)}
+	for _, w := range waiters {
+		args = append(args, w.Execution, w.Seq)
+	}
+	v, err := runAction(ctx, r, reconcile, k, args...)
+	if err != nil {
+		return nil, err
+	}
+	d := newReply("reconcile", v, 2*len(waiters))
+	out := make([]WaiterStatus, len(waiters))
+	for i := range out {
+		out[i] = WaiterStatus{Status: d.str(2 * i), Fence: d.int(2*i + 1)}
+	}
+	return out, d.err
+}
+
+// SweepReply is sweep.lua's reply.
+type SweepReply struct {
+	Reclaimed, Granted, Abandoned int64
+	// Due is when the action must be visited again (0: never).
+	Due int64
+}
+
+// Sweep reclaims and grants for one due action (sweep.lua).
+func Sweep(ctx context.Context, r Runner, k keys.Action, ackTimeout time.Duration) (SweepReply, error) {
+	v, err := runAction(ctx, r, sweep, k, ms(ackTimeout))
+	if err != nil {
+		return SweepReply{}, err
+	}
+	d := newReply("sweep", v, 4)
+	return SweepReply{Reclaimed: d.int(0), Granted: d.int(1), Abandoned: d.int(2), Due: d.int(3)}, d.err
+}
+
+// SweepAll runs sweep.lua for several actions in one pipeline; replies and
+// errors are in the order of actions.
+func SweepAll(ctx context.Context, rdb redis.UniversalClient, actions []keys.Action, ackTimeout time.Duration) ([]SweepReply, []error) {
+	calls := make([]*scriptCall, len(actions))
+	for i, k := range actions {
+		calls[i] = &scriptCall{s: sweep, keys: k.List, args: []any{k.Base, ms(ackTimeout)}}
+	}
+	runPipeline(ctx, rdb, calls)
+	replies := make([]SweepReply, len(actions))
+	errs := make([]error, len(actions))
+	for i, c := range calls {
+		if c.err != nil {
+			errs[i] = fmt.Errorf("sweep: %w", c.err)
+			continue
+		}
+		d := newReply("sweep", c.v, 4)
+		replies[i] = SweepReply{Reclaimed: d.int(0), Granted: d.int(1), Abandoned: d.int(2), Due: d.int(3)}
+		errs[i] = d.err
+	}
+	return replies, errs
+}
+
+// ApplyPolicy pushes a new limit to one action that exists in Redis
+// (apply_policy.lua). It returns the waiters granted and the due time.
+func ApplyPolicy(ctx context.Context, r Runner, k keys.Action, p Policy, ackTimeout time.Duration) (granted, due int64, err error) {
+	v, err := runAction(ctx, r, applyPolicy, k, p.Version, p.Limit, p.Source, ms(ackTimeout))
+	if err != nil {
+		return 0, 0, err
+	}
+	d := newReply("apply_policy", v, 2)
+	return d.int(0), d.int(1), d.err
+}
+
+// StatsReply is stats.lua's reply.
+type StatsReply struct {
+	QueueLength, Active, Limit int64
+	LimitSource                string
+	// HeadSeq is the seq of the oldest waiter (0: the queue is empty).
+	HeadSeq int64
+	// Now is the Redis clock, in ms.
+	Now int64
+	// Meta and Waits are the action's meta and histogram hashes.
+	Meta, Waits map[string]string
+}
+
+// Stats reads an action's statistics (stats.lua). Read-only.
+func Stats(ctx context.Context, r Runner, k keys.Action, p Policy) (StatsReply, error) {
+	v, err := runAction(ctx, r, stats, k, p.args()...)
+	if err != nil {
+		return StatsReply{}, err
+	}
+	d := newReply("stats", v, 8)
+	out := StatsReply{QueueLength: d.int(0), Active: d.int(1), Limit: d.int(2), LimitSource: d.str(3), Now: d.int(5)}
+	if s := d.str(4); s != "" {
+		out.HeadSeq, _ = strconv.ParseInt(s, 10, 64)
+	}
+	out.Meta, out.Waits = d.pairs(6), d.pairs(7)
+	return out, d.err
+}
+
+// StateReply is state.lua's reply: where one execution stands.
+type StateReply struct {
+	// Status is "waiting", "running" or "unknown".
+	Status string
+	Owner  string
+	// Seq and Position: waiting only (position 0 is the head).
+	Seq, Position int64
+	// Fence, Since and Deadline (ms): running only.
+	Fence, Since, Deadline int64
+	// Delivered is false while a grant's token has not been read (running only).
+	Delivered bool
+}
+
+// State reads one execution's state (state.lua). Read-only.
+func State(ctx context.Context, r Runner, k keys.Action, execution string) (StateReply, error) {
+	v, err := runAction(ctx, r, state, k, execution)
+	if err != nil {
+		return StateReply{}, err
+	}
+	d := newReply("state", v, 1)
+	out := StateReply{Status: d.str(0)}
+	switch out.Status {
+	case "waiting":
+		d = newReply("state", v, 4)
+		out.Seq, out.Owner, out.Position = d.int(1), d.str(2), d.int(3)
+	case "running":
+		d = newReply("state", v, 6)
+		out.Fence, out.Owner, out.Since, out.Deadline = d.int(1), d.str(2), d.int(3), d.int(4)
+		out.Delivered = d.str(5) == "h"
+	case "unknown":
+	default:
+		if d.err == nil {
+			d.err = fmt.Errorf("baton: state: unknown status %q", out.Status)
+		}
+	}
+	return out, d.err
+}
+
+// ClaimDue takes up to max due actions out of the sweep index
+// (claim_due.lua) and returns the Redis clock (ms) and their refs.
+func ClaimDue(ctx context.Context, r Runner, k keys.Keys, max int) (now int64, refs []string, err error) {
+	v, err := r.RunScript(ctx, claimDue, []string{k.Sweep()}, []any{max})
+	if err != nil {
+		return 0, nil, fmt.Errorf("claim_due: %w", err)
+	}
+	d := newReply("claim_due", v, 1)
+	return d.int(0), d.tail(1), d.err
+}
+
+// ByName returns the script of an operation ("renew"), or nil.
+func ByName(name string) *Script {
+	for _, s := range All {
+		if s.name == name {
+			return s
+		}
+	}
+	return nil
 }

@@ -1,13 +1,13 @@
 -- state.lua: where one execution stands. Read-only.
 --
--- KEYS[1..7] the action's keys (see lib.lua)
--- ARGV[1] execution ID
+-- KEYS[1..7] the action's keys, ARGV[1] its base (see lib.lua)
+-- ARGV[2] execution ID
 --
 -- Reply:
 --   {"waiting", seq, owner, position}   position 0 is the head of the queue
 --   {"running", fence, owner, since_ms, deadline_ms, state}
 --   {"unknown"}
-local exec = ARGV[1]
+local exec = ARGV[2]
 local w = redis.call('HGET', K.waiting, exec)
 if w then
   local wseq, wowner = parse_waiting(w)
@@ -16,7 +16,7 @@ if w then
 end
 local h = redis.call('HGET', K.holders, exec)
 local deadline = redis.call('ZSCORE', K.running, exec)
-if h and deadline and tonumber(deadline) > NOW then
+if h and deadline then
   local hv = parse_holder(h)
   return { 'running', hv.fence, hv.owner, hv.since, deadline, hv.state }
 end

@@ -1,18 +1,18 @@
 -- stats.lua: read an action's queue statistics in one consistent view.
 -- Read-only.
 --
--- KEYS[1..7] the action's keys (see lib.lua)
--- ARGV[1] caller's policy version, ARGV[2] its resolved limit, ARGV[3] the limit's source
+-- KEYS[1..7] the action's keys, ARGV[1] its base (see lib.lua)
+-- ARGV[2] caller's policy version, ARGV[3] its resolved limit, ARGV[4] the limit's source
 --
 -- Reply {queue_length, active, limit, limit_source, head_seq, now_ms, meta, waits}:
--- head_seq is "" when the queue is empty; meta and waits are flat
--- field/value lists of those hashes. The limit is the newer of the action's
--- and the caller's policy.
-local limit = redis.call('HGET', K.meta, 'limit') or '-1'
+-- active counts the slots held (an entry past its deadline counts until it
+-- is reclaimed); head_seq is "" when the queue is empty; meta and waits are
+-- flat field/value lists of those hashes. The limit is the newer of the
+-- action's and the caller's policy.
+local limit = str(LIMIT)
 local source = redis.call('HGET', K.meta, 'limit_source') or 'default'
-local version = tonumber(redis.call('HGET', K.meta, 'policy_version') or '-1')
-if tonumber(ARGV[1]) > version then
-  limit, source = ARGV[2], ARGV[3]
+if tonumber(ARGV[2]) > (M.policy_version or -1) then
+  limit, source = ARGV[3], ARGV[4]
 end
 local head_seq = ''
 local head = redis.call('LINDEX', K.queue, 0)
@@ -23,6 +23,6 @@ if head then
   end
 end
 return {
-  redis.call('LLEN', K.queue), active(), tonumber(limit), source, head_seq, str(NOW),
+  redis.call('LLEN', K.queue), redis.call('ZCARD', K.running), tonumber(limit), source, head_seq, str(NOW),
   redis.call('HGETALL', K.meta), redis.call('HGETALL', K.waits),
 }

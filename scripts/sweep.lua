@@ -1,24 +1,27 @@
 -- sweep.lua: one sweeper visit of one action that the sweep index named as
--- due: reclaim expired leases and unacknowledged grants, drop waiters of dead
+-- due: reclaim expired leases and unread grants, drop waiters of dead
 -- processes at the head, and grant the freed slots.
 --
--- KEYS[1..7] the action's keys (see lib.lua)
--- ARGV[1] acknowledgement deadline for the grants this call hands out (ms)
+-- KEYS[1..7] the action's keys, ARGV[1] its base (see lib.lua)
+-- ARGV[2] acknowledgement deadline for the grants this call hands out (ms)
 --
 -- Reply {reclaimed, granted, abandoned, due}: due is the action's next
 -- due time (0: nothing pending), which the sweeper puts back in the index.
-local ack_ms = ARGV[1]
+local ack_ms = ARGV[2]
 
-local reclaimed = reclaim()
+local before = (M.reclaimed or 0) + (M.abandoned or 0)
 redis.call('ZREMRANGEBYSCORE', K.owners, '-inf', NOW)
+reclaim(true)
+local reclaimed = (M.reclaimed or 0) + (M.abandoned or 0) - before
 local granted, abandoned = grant_waiters(ack_ms)
-local due = next_due()
+local due = due_after()
 if due > 0 and REPORT > 0 and REPORT < due then
   due = REPORT -- dead waiters left to skip: come back at once
 end
 if due > 0 then
-  redis.call('HSET', K.meta, 'indexed_due', str(due))
+  set('indexed_due', due)
 else
-  redis.call('HDEL', K.meta, 'indexed_due')
+  set('indexed_due', 0)
 end
+flush()
 return { reclaimed, granted, abandoned, str(due) }

@@ -1,24 +1,22 @@
 -- timeout.lua: end a waiter whose queue timeout has passed on the Redis
--- clock. A grant that arrived as the waiter gave up is given back.
+-- clock. A grant its process has not delivered is given back.
 --
--- KEYS[1..7] the action's keys (see lib.lua)
--- ARGV[1] execution ID
--- ARGV[2] seq of the waiter (its enqueue time in microseconds)
--- ARGV[3] owner of the waiter
--- ARGV[4] queue timeout (ms)
--- ARGV[5] acknowledgement deadline for the grants this call hands out (ms)
+-- KEYS[1..7] the action's keys, ARGV[1] its base (see lib.lua)
+-- ARGV[2] execution ID
+-- ARGV[3] seq of the waiter (its enqueue time in microseconds)
+-- ARGV[4] owner of the waiter
+-- ARGV[5] queue timeout (ms)
+-- ARGV[6] acknowledgement deadline for the grants this call hands out (ms)
 --
 -- Reply {result, ms, due}:
 --   "timedout" removed (or grant given back); counted as timed_out
 --   "early"    the deadline is ms away on the Redis clock; nothing changed
 --   "gone"     not waiting and no grant to give back; nothing changed
 -- due > 0: add the action to the sweep index at that time.
-local exec, seq, owner, timeout_ms, ack_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local exec, seq, owner, timeout_ms, ack_ms = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 
-local reclaimed = reclaim()
+local result, gave_back = 'gone', false
 local w = redis.call('HGET', K.waiting, exec)
-local result = 'gone'
-local gave_back = false
 if w then
   local wseq, wowner = parse_waiting(w)
   if wseq == seq and wowner == owner then
@@ -34,13 +32,14 @@ else
   if h then
     local hv = parse_holder(h)
     if hv.seq == seq and hv.owner == owner and hv.state == 'g' then
-      give_back(exec, 'timed_out')
-      result = 'timedout'
-      gave_back = true
+      give_back(exec, hv, 'timed_out')
+      result, gave_back = 'timedout', true
     end
   end
 end
-if reclaimed > 0 or gave_back then
+if gave_back then
   grant_waiters(ack_ms)
 end
+settle(ack_ms)
+flush()
 return { result, '0', str(REPORT) }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"github.com/batonhq/baton/internal/keys"
 	"sync"
 	"time"
 
@@ -104,7 +105,7 @@ func runMemory(ctx context.Context, f *Flags, e *env) (*report.Report, error) {
 		m.KeyBytes = map[string]int64{}
 		names := []string{"queue", "waiting", "running", "holders", "owners", "meta", "waits"}
 		var sum int64
-		for i, k := range fixture.ActionKeys(e.prefix, ref) {
+		for i, k := range keys.New(e.prefix).Action(ref).List {
 			if n, err := rdb.MemoryUsage(ctx, k, 0).Result(); err == nil {
 				m.KeyBytes[names[i]] = n
 				sum += n

@@ -39,15 +39,9 @@ func CheckLoopback(redisURL string) error {
 // ScriptNames maps the SHA1 of every Baton script to its name, so that a
 // Counter names EVALSHA calls ("evalsha:enqueue").
 func ScriptNames() map[string]string {
-	named := map[string]*redis.Script{
-		"enqueue": scripts.Enqueue, "release": scripts.Release, "ack": scripts.Ack, "cancel": scripts.Cancel,
-		"timeout": scripts.Timeout, "renew": scripts.Renew, "sweep": scripts.Sweep,
-		"apply_policy": scripts.ApplyPolicy, "stats": scripts.Stats, "state": scripts.State,
-		"claim_due": scripts.ClaimDue,
-	}
 	out := map[string]string{}
-	for name, s := range named {
-		out[s.Hash()] = name
+	for _, s := range scripts.All {
+		out[s.Hash()] = s.Name()
 	}
 	return out
 }
