@@ -20,6 +20,11 @@ const Unlimited = -1
 // MaxRefLength is the longest action ref, in bytes.
 const MaxRefLength = 255
 
+// MaxLimit is the largest limit a scope can hold. Limits pass through Lua,
+// whose numbers are doubles, so a bound is needed for every limit to read
+// back exactly; a billion concurrent executions is beyond any real fleet.
+const MaxLimit = 1_000_000_000
+
 // ErrInvalid is wrapped by every validation error of this package.
 var ErrInvalid = errors.New("limits: invalid")
 
@@ -137,10 +142,14 @@ func ValidatePack(name string) error {
 	return nil
 }
 
-// ValidateLimit checks a limit: a count >= 0, or Unlimited.
+// ValidateLimit checks a limit: a count from 0 to MaxLimit, or Unlimited.
 func ValidateLimit(n int) error {
 	if n < Unlimited {
-		return fmt.Errorf("%w limit %d: negative; use a count >= 0, or limits.Unlimited (-1)", ErrInvalid, n)
+		return fmt.Errorf("%w limit %d: negative; use a count from 0 to %d, or -1 (unlimited)", ErrInvalid, n, MaxLimit)
+	}
+	if n > MaxLimit {
+		return fmt.Errorf("%w limit %d: over the maximum of %d; use a count from 0 to %d, or -1 (unlimited)",
+			ErrInvalid, n, MaxLimit, MaxLimit)
 	}
 	return nil
 }

@@ -52,7 +52,8 @@ Commands:
                              listener, HTTP API and metrics
   stats ACTION [--json]      print an action's queue statistics
   policy get SCOPE           print the limit set on a scope
-  policy set SCOPE N         set a scope's limit (N >= 0, or -1 / unlimited)
+  policy set SCOPE N         set a scope's limit (N from 0 to 1000000000, or
+                             -1 / unlimited)
   policy clear SCOPE         remove a scope's limit
   version                    print the version
 
@@ -314,7 +315,8 @@ func printStats(w io.Writer, st coordinator.QueueStats) {
 const policyUsage = `Usage: coordinator policy get|set|clear SCOPE [N] [FLAGS]
 
   policy get SCOPE      print the limit set on SCOPE ("not set" if none)
-  policy set SCOPE N    set SCOPE's limit: N >= 0 (0 pauses), or -1 / unlimited
+  policy set SCOPE N    set SCOPE's limit: N from 0 (pauses) to 1000000000,
+                        or -1 / unlimited
   policy clear SCOPE    remove SCOPE's limit
 
 SCOPE is global, pack:NAME or action:REF.

@@ -48,6 +48,8 @@ func TestHelpVersionAndUsage(t *testing.T) {
 		{"policy", "set", "global"},
 		{"policy", "get", "galaxy", "--redis-url", "redis://127.0.0.1:1"},
 		{"policy", "set", "global", "-7", "--redis-url", "redis://127.0.0.1:1"},
+		{"policy", "set", "global", "9223372036854775807", "--redis-url", "redis://127.0.0.1:1"},
+		{"policy", "set", "global", "1000000001", "--redis-url", "redis://127.0.0.1:1"},
 		{"stats", "core.http"}, // no Redis configured
 	}
 	for _, args := range cases {

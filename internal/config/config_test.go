@@ -151,6 +151,7 @@ func TestValidationErrors(t *testing.T) {
 		{"BATON_POLICIES=global", `policies = "global"`},
 		{"BATON_POLICIES=galaxy=3", `policies = "galaxy=3"`},
 		{"BATON_POLICIES=global=-2", `policies = "global=-2"`},
+		{"BATON_POLICIES=global=9223372036854775807", `max_concurrent "9223372036854775807": want a count from 0 to 1000000000`},
 		{"BATON_POLICIES=global=1,global=2", `policies = "global=1,global=2"`},
 	}
 	for _, tc := range cases {

@@ -326,7 +326,8 @@ func (a *api) putPolicy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := limits.ValidateLimit(*body.MaxConcurrent); err != nil {
-		a.fail(w, r, badRequest("max_concurrent = %d: want a count >= 0, or -1 (unlimited)", *body.MaxConcurrent))
+		a.fail(w, r, badRequest("max_concurrent = %d: want a count from 0 to %d, or -1 (unlimited)",
+			*body.MaxConcurrent, limits.MaxLimit))
 		return
 	}
 	if err := a.c.SetConcurrencyLimit(r.Context(), scope, *body.MaxConcurrent); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/batonhq/baton/coordinator"
 	"github.com/batonhq/baton/internal/httpapi"
 	"github.com/batonhq/baton/internal/metrics"
+	"github.com/batonhq/baton/limits"
 )
 
 const token = "s3cret"
@@ -220,5 +222,33 @@ func TestRedisDown(t *testing.T) {
 	f.doErr("PUT", "/api/v1/policies/global", token, `{"max_concurrent": 2}`, 503, "unavailable")
 	if _, body := f.do("GET", "/metrics", "", "", 200); !strings.Contains(body, "baton_redis_up 0") {
 		t.Fatal("metrics do not report Redis down")
+	}
+}
+
+// TestLimitBounds: a limit reads back exactly as it was set; limits beyond
+// limits.MaxLimit (which a double, Lua's number, would round) are refused by
+// the API and the library alike, and nothing is written.
+func TestLimitBounds(t *testing.T) {
+	f := newFixture(t)
+	path := "/api/v1/policies/action:core.http"
+	max := fmt.Sprint(limits.MaxLimit)
+	if m, _ := f.do("PUT", path, token, `{"max_concurrent": `+max+`}`, 200); m["max_concurrent"] != float64(limits.MaxLimit) {
+		t.Fatal(m)
+	}
+	if st, _ := f.do("GET", "/api/v1/actions/core.http/queue-stats", "", "", 200); st["max_concurrent"] != float64(limits.MaxLimit) {
+		t.Fatalf("read back %v, want %d", st["max_concurrent"], limits.MaxLimit)
+	}
+	for _, n := range []string{fmt.Sprint(limits.MaxLimit + 1), "9007199254740993", "9223372036854775807"} {
+		_, raw := f.do("PUT", path, token, `{"max_concurrent": `+n+`}`, 400)
+		if !strings.Contains(raw, max) {
+			t.Errorf("PUT %s: %s does not name the maximum", n, raw)
+		}
+	}
+	if m, _ := f.do("GET", path, "", "", 200); m["max_concurrent"] != float64(limits.MaxLimit) {
+		t.Fatalf("a refused PUT changed the policy: %v", m)
+	}
+	err := f.c.SetConcurrencyLimit(context.Background(), limits.Global(), limits.MaxLimit+1)
+	if !errors.Is(err, coordinator.ErrInvalidArgument) {
+		t.Fatalf("library: SetConcurrencyLimit(MaxLimit+1) = %v, want ErrInvalidArgument", err)
 	}
 }
