@@ -154,6 +154,23 @@ func ValidateLimit(n int) error {
 	return nil
 }
 
+// QuoteMax is the most bytes of an input that Quote shows.
+const QuoteMax = 64
+
+// Quote quotes an input for an error message: the whole of a short one, the
+// first QuoteMax bytes and the total length of a longer one, so that a
+// message never echoes a huge input back.
+func Quote(s string) string {
+	if len(s) <= QuoteMax {
+		return strconv.Quote(s)
+	}
+	cut := QuoteMax
+	for cut > QuoteMax-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:cut]), len(s))
+}
+
 // PackOf returns the pack of a valid action ref ("core" for "core.http").
 func PackOf(ref string) string {
 	pack, _, _ := strings.Cut(ref, ".")

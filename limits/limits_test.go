@@ -34,3 +34,16 @@ func TestValidateLimitBounds(t *testing.T) {
 		t.Errorf("ParseLimit(MaxInt64): %v, want ErrInvalid", err)
 	}
 }
+
+// TestQuote: short inputs are quoted whole; long ones by a prefix of at most
+// QuoteMax bytes, cut on a character boundary, and their length.
+func TestQuote(t *testing.T) {
+	if got := limits.Quote("core.http"); got != `"core.http"` {
+		t.Errorf("Quote(short) = %s", got)
+	}
+	long := strings.Repeat("é", 1<<19) // 1 MiB
+	got := limits.Quote(long)
+	if len(got) > limits.QuoteMax+40 || !strings.HasSuffix(got, "... (1048576 bytes)") || strings.Contains(got, `\x`) {
+		t.Errorf("Quote(1 MiB) = %s", got)
+	}
+}

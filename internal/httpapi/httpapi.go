@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -307,34 +308,26 @@ func (a *api) putPolicy(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	var body struct {
-		MaxConcurrent *int `json:"max_concurrent"`
-	}
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			a.fail(w, r, err)
-			return
-		}
-		a.fail(w, r, badRequest("body: want {\"max_concurrent\": N}: %v", err))
-		return
-	}
-	if body.MaxConcurrent == nil {
-		a.fail(w, r, badRequest("body: max_concurrent is missing"))
-		return
-	}
-	if err := limits.ValidateLimit(*body.MaxConcurrent); err != nil {
-		a.fail(w, r, badRequest("max_concurrent = %d: want a count from 0 to %d, or -1 (unlimited)",
-			*body.MaxConcurrent, limits.MaxLimit))
-		return
-	}
-	if err := a.c.SetConcurrencyLimit(r.Context(), scope, *body.MaxConcurrent); err != nil {
+	body, err := io.ReadAll(r.Body) // all of it first: a body over the limit is a 413 whatever it holds
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, Policy{Scope: scope.String(), MaxConcurrent: *body.MaxConcurrent})
+	if err != nil {
+		a.fail(w, r, badRequest("body: could not be read: %v", err))
+		return
+	}
+	n, err := decodePolicyBody(body)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.c.SetConcurrencyLimit(r.Context(), scope, n); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Policy{Scope: scope.String(), MaxConcurrent: n})
 }
 
 func (a *api) deletePolicy(w http.ResponseWriter, r *http.Request) {

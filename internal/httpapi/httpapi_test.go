@@ -252,3 +252,59 @@ func TestLimitBounds(t *testing.T) {
 		t.Fatalf("library: SetConcurrencyLimit(MaxLimit+1) = %v, want ErrInvalidArgument", err)
 	}
 }
+
+// TestPolicyBodyStrict: a policy body is one JSON object with exactly the
+// field max_concurrent; anything else is a 400 in the API's own words (no
+// Go type names) and changes nothing.
+func TestPolicyBodyStrict(t *testing.T) {
+	f := newFixture(t)
+	path := "/api/v1/policies/pack:core"
+	f.do("PUT", path, token, `{"max_concurrent": 2}`, 200)
+	cases := []struct{ body, want string }{
+		{`{"max_concurrent":3} x`, "data after the JSON object"},
+		{`{"max_concurrent":3}{"max_concurrent":4}`, "data after the JSON object"},
+		{`{"max_concurrent":3} {}`, "data after the JSON object"},
+		{`{"MAX_CONCURRENT":3}`, `unknown field "MAX_CONCURRENT"`},
+		{`{"Max_Concurrent":3}`, `unknown field "Max_Concurrent"`},
+		{`{"max_concurrent":3,"max_concurrent":4}`, "appears twice"},
+		{`{"max_concurrent":3, "colour": "red"}`, `unknown field "colour"`},
+		{`[{"max_concurrent":3}]`, "want a JSON object such as {\"max_concurrent\": 3}; got an array"},
+		{`3`, `got the number "3"`},
+		{`null`, "got null"},
+		{``, "body: empty"},
+		{`{"max_concurrent":`, "the JSON ends early"},
+		{`{"max_concurrent":3,}`, "not valid JSON at byte"},
+		{`{}`, "max_concurrent is missing"},
+		{`{"max_concurrent":null}`, "want a whole number from 0 to 1000000000, or -1 (unlimited); got null"},
+		{`{"max_concurrent":"3"}`, `got the string "3"`},
+		{`{"max_concurrent":[3]}`, "got an array"},
+		{`{"max_concurrent":{"n":3}}`, "got an object"},
+		{`{"max_concurrent":true}`, "got true or false"},
+		{`{"max_concurrent":2.5}`, `got the number "2.5"`},
+		{`{"max_concurrent":1e3}`, `got the number "1e3"`},
+		{`{"max_concurrent":-2}`, `got "-2"`},
+		{`{"max_concurrent":99999999999999999999}`, `got "99999999999999999999"`},
+	}
+	for _, tc := range cases {
+		_, raw := f.do("PUT", path, token, tc.body, 400)
+		var m map[string]string
+		if err := json.Unmarshal([]byte(raw), &m); err != nil || m["code"] != "invalid_argument" {
+			t.Errorf("%s: %s", tc.body, raw)
+			continue
+		}
+		if !strings.Contains(m["error"], tc.want) {
+			t.Errorf("%s: error %q, want it to contain %q", tc.body, m["error"], tc.want)
+		}
+		for _, leak := range []string{"Go value", "Go struct", "json:", "struct {", "*int"} {
+			if strings.Contains(m["error"], leak) {
+				t.Errorf("%s: error %q leaks Go internals (%q)", tc.body, m["error"], leak)
+			}
+		}
+	}
+	if m, _ := f.do("GET", path, "", "", 200); m["max_concurrent"] != 2.0 {
+		t.Fatalf("a refused body changed the policy: %v", m)
+	}
+	if m, _ := f.do("PUT", path, token, " {\"max_concurrent\" : -1}\n", 200); m["max_concurrent"] != -1.0 {
+		t.Fatal(m)
+	}
+}
