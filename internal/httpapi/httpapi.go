@@ -90,7 +90,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rec.code == http.StatusMethodNotAllowed {
 		code = "method_not_allowed"
 	}
-	writeError(w, rec.code, code, fmt.Sprintf("%s %s: %s", r.Method, r.URL.Path, strings.ToLower(http.StatusText(rec.code))))
+	writeError(w, rec.code, code, fmt.Sprintf("%s %s: %s", r.Method, limits.Quote(r.URL.Path), strings.ToLower(http.StatusText(rec.code))))
 }
 
 // statusRecorder keeps the status and headers the mux's own 404 and 405
@@ -142,12 +142,33 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large",
 			fmt.Sprintf("request body over %d bytes", tooBig.Limit))
 	case errors.Is(err, coordinator.ErrInvalidArgument), errors.Is(err, limits.ErrInvalid):
-		writeError(w, http.StatusBadRequest, "invalid_argument", err.Error())
+		writeError(w, http.StatusBadRequest, "invalid_argument", invalidMessage(err))
 	default:
 		a.log.Warn("http: redis unavailable", slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Any("error", err))
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "redis unavailable: "+err.Error())
 	}
+}
+
+// invalidMessage is a validation error without the Go packages' prefixes
+// ("baton: invalid argument: ", "limits: invalid "): the rest names the
+// input and the problem.
+func invalidMessage(err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, coordinator.ErrInvalidArgument.Error()+": ")
+	return strings.TrimPrefix(msg, limits.ErrInvalid.Error()+" ")
+}
+
+// actionAndID reads and checks the {ref} and {id} path values.
+func actionAndID(r *http.Request) (ref, id string, err error) {
+	ref, id = r.PathValue("ref"), r.PathValue("id")
+	if err := limits.ValidateRef(ref); err != nil {
+		return "", "", err
+	}
+	if err := limits.ValidateExecutionID(id); err != nil {
+		return "", "", err
+	}
+	return ref, id, nil
 }
 
 // mutating requires the bearer token, when one is configured, and bounds
@@ -234,7 +255,12 @@ func queryUint(s string, def uint64) (uint64, error) {
 }
 
 func (a *api) executionState(w http.ResponseWriter, r *http.Request) {
-	st, err := a.c.ExecutionState(r.Context(), r.PathValue("ref"), r.PathValue("id"))
+	ref, id, err := actionAndID(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	st, err := a.c.ExecutionState(r.Context(), ref, id)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -243,7 +269,11 @@ func (a *api) executionState(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
-	ref, id := r.PathValue("ref"), r.PathValue("id")
+	ref, id, err := actionAndID(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	removed, err := a.c.CancelExecution(r.Context(), ref, id)
 	if err != nil {
 		a.fail(w, r, err)
@@ -251,19 +281,14 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
 	}
 	if !removed {
 		a.fail(w, r, &apiError{http.StatusConflict, "not_waiting",
-			fmt.Sprintf("execution %s of %s is not waiting (unknown, running or already ended)", id, ref)})
+			fmt.Sprintf("execution %q of %s is not waiting (unknown, running or already ended)", id, ref)})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"action": ref, "execution_id": id, "canceled": true})
 }
 
 func parseScope(r *http.Request) (limits.Scope, error) {
-	text := r.PathValue("scope")
-	s, err := limits.ParseScope(text)
-	if err != nil {
-		return limits.Scope{}, badRequest("scope %q: want global, pack:NAME or action:REF (%v)", text, err)
-	}
-	return s, nil
+	return limits.ParseScope(r.PathValue("scope"))
 }
 
 func (a *api) listPolicies(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -306,5 +308,62 @@ func TestPolicyBodyStrict(t *testing.T) {
 	}
 	if m, _ := f.do("PUT", path, token, " {\"max_concurrent\" : -1}\n", 200); m["max_concurrent"] != -1.0 {
 		t.Fatal(m)
+	}
+}
+
+// TestInvisibleCharactersAndShortEchoes: refs, pack names and execution IDs
+// with invisible or direction-changing characters, spaces at either end or
+// invalid UTF-8 are a 400 naming the character and its offset; no error
+// echoes a huge input back, and nothing is written.
+func TestInvisibleCharactersAndShortEchoes(t *testing.T) {
+	f := newFixture(t)
+	before := f.mr.Keys() // the coordinator's owner key
+	cases := []struct{ method, path, want string }{
+		{"GET", "/api/v1/actions/core.ht%E2%80%8Btp/queue-stats", "U+200B (ZERO WIDTH SPACE) at byte 7"},
+		{"GET", "/api/v1/actions/core.%E2%80%AEhttp/executions/e1", "U+202E (RIGHT-TO-LEFT OVERRIDE) at byte 5"},
+		{"GET", "/api/v1/actions/core.http/executions/e%FF1", "not valid UTF-8: byte 0xff at byte 1"},
+		{"POST", "/api/v1/actions/core.http/executions/e%E2%80%8F/cancel", "U+200F (RIGHT-TO-LEFT MARK) at byte 1"},
+		{"POST", "/api/v1/actions/core.http/executions/%20e1/cancel", "leading space U+0020 (SPACE) at byte 0"},
+		{"GET", "/api/v1/actions/core.http%20/queue-stats", "trailing space U+0020 (SPACE) at byte 9"},
+		{"PUT", "/api/v1/policies/pack:co%E2%81%A6re", "U+2066 (LEFT-TO-RIGHT ISOLATE) at byte 2"},
+		{"PUT", "/api/v1/policies/action:core.http%C2%A0", "trailing space U+00A0 (NO-BREAK SPACE) at byte 9"},
+	}
+	for _, tc := range cases {
+		_, raw := f.do(tc.method, tc.path, token, `{"max_concurrent": 1}`, 400)
+		if !strings.Contains(raw, tc.want) || !strings.Contains(raw, `"invalid_argument"`) {
+			t.Errorf("%s %s: %s, want %q", tc.method, tc.path, raw, tc.want)
+		}
+	}
+	if keys := f.mr.Keys(); len(keys) != len(before) {
+		t.Fatalf("refused requests wrote keys: %v, before %v", keys, before)
+	}
+
+	huge := strings.Repeat("x", 512<<10)
+	for _, path := range []string{"/api/v1/policies/" + huge, "/api/v1/policies/pack:" + huge,
+		"/api/v1/actions/" + huge + "/queue-stats", "/nothing/" + huge} {
+		resp, err := f.srv.Client().Get(f.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 4 || len(raw) > 400 {
+			t.Errorf("GET %.40s... (%d bytes): status %d, %d-byte reply %.400s", path, len(path), resp.StatusCode, len(raw), raw)
+		}
+	}
+}
+
+// TestErrorExampleInDocs: docs/api.md shows the real reply for a bad scope.
+func TestErrorExampleInDocs(t *testing.T) {
+	f := newFixture(t)
+	m, _ := f.do("GET", "/api/v1/policies/galaxy", "", "", 400)
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "api.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(m["error"])
+	example := fmt.Sprintf(`{"error": %s, "code": %q}`, want, m["code"])
+	if !strings.Contains(string(doc), example) {
+		t.Fatalf("docs/api.md lacks the real reply %s", example)
 	}
 }
