@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -74,9 +75,21 @@ func New(opts Options) http.Handler {
 }
 
 // ServeHTTP routes the request; requests that match no route (404) or no
-// method of a route (405) get the JSON error shape too.
+// method of a route (405) get the JSON error shape too. A path with an empty
+// segment ("/api/v1/actions//queue-stats") is a 400 and one with "." or ".."
+// segments a 404: the mux would redirect them to the cleaned path, which
+// names another resource.
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p := r.URL.EscapedPath(); strings.Contains(p, "//") {
+		writeError(w, http.StatusBadRequest, "invalid_argument",
+			fmt.Sprintf("path %s: empty segment (a missing action ref, execution ID or scope?)", limits.Quote(p)))
+		return
+	}
 	h, pattern := a.mux.Handler(r)
+	if slices.ContainsFunc(strings.Split(r.URL.Path, "/"), func(seg string) bool { return seg == "." || seg == ".." }) {
+		pattern = "" // the mux would redirect to the cleaned path, another resource: 404
+		h = http.NotFoundHandler()
+	}
 	if pattern != "" {
 		a.mux.ServeHTTP(w, r) // sets the path values
 		return

@@ -367,3 +367,37 @@ func TestErrorExampleInDocs(t *testing.T) {
 		t.Fatalf("docs/api.md lacks the real reply %s", example)
 	}
 }
+
+// TestEmptySegmentsAndDotSegments: a path with an empty segment is a 400, one
+// with "." or ".." segments a 404, never a redirect.
+func TestEmptySegmentsAndDotSegments(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct{ method, path string }{
+		{"GET", "/api/v1/actions//queue-stats"},
+		{"POST", "/api/v1/actions/core.http/executions//cancel"},
+		{"GET", "/api/v1/actions/core.http/executions/"},
+		{"PUT", "/api/v1/policies//"},
+		{"GET", "//api/v1/policies"},
+	} {
+		want, code := 400, "invalid_argument"
+		if !strings.Contains(tc.path, "//") {
+			want, code = 404, "not_found"
+		}
+		f.doErr(tc.method, tc.path, token, `{"max_concurrent": 1}`, want, code)
+	}
+	for _, path := range []string{"/api/v1/actions/./core.http/queue-stats", "/api/v1/policies/../policies"} {
+		req, err := http.NewRequest("GET", f.srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.Opaque = path // keep the dot segments: the client would clean them
+		resp, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 || resp.Header.Get("Location") != "" {
+			t.Errorf("GET %s: status %d, Location %q; want 404", path, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+}
