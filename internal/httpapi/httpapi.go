@@ -189,7 +189,7 @@ func actionAndID(r *http.Request) (ref, id string, err error) {
 func (a *api) mutating(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if a.opts.AuthToken != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			got, ok := bearerToken(r.Header.Get("Authorization"))
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.opts.AuthToken)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="baton"`)
 				writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
@@ -199,6 +199,16 @@ func (a *api) mutating(h http.HandlerFunc) http.HandlerFunc {
 		r.Body = http.MaxBytesReader(w, r.Body, a.opts.MaxBodyBytes)
 		h(w, r)
 	}
+}
+
+// bearerToken reads "Bearer <token>"; the scheme is case-insensitive
+// (RFC 9110, section 11.1), so "bearer" and "BEARER" work too.
+func bearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimLeft(token, " "), true
 }
 
 func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -401,3 +401,33 @@ func TestEmptySegmentsAndDotSegments(t *testing.T) {
 		}
 	}
 }
+
+// TestBearerSchemeIsCaseInsensitive: "bearer", "BEARER" and "Bearer" all
+// carry the token; a wrong token or another scheme does not.
+func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
+	f := newFixture(t)
+	send := func(auth string) int {
+		t.Helper()
+		req, err := http.NewRequest("PUT", f.srv.URL+"/api/v1/policies/global", strings.NewReader(`{"max_concurrent": 3}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", auth)
+		resp, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, auth := range []string{"Bearer " + token, "bearer " + token, "BEARER " + token, "bEaReR  " + token} {
+		if got := send(auth); got != 200 {
+			t.Errorf("Authorization: %q: status %d, want 200", auth, got)
+		}
+	}
+	for _, auth := range []string{"bearer wrong", "Basic " + token, "Bearer", "bearer" + token, token, ""} {
+		if got := send(auth); got != 401 {
+			t.Errorf("Authorization: %q: status %d, want 401", auth, got)
+		}
+	}
+}
