@@ -431,3 +431,22 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsWithAMalformedAction: one bad member of the actions set does
+// not turn baton_redis_up to 0, nor hide the other actions.
+func TestMetricsWithAMalformedAction(t *testing.T) {
+	f := newFixture(t)
+	f.do("PUT", "/api/v1/policies/action:core.http", token, `{"max_concurrent": 4}`, 200)
+	if _, err := f.mr.SAdd("baton:actions", "nodot", "core.http"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		_, body := f.do("GET", "/metrics", "", "", 200)
+		if !strings.Contains(body, "baton_redis_up 1") || !strings.Contains(body, `baton_limit{action="core.http"} 4`) {
+			t.Fatalf("metrics with a malformed action:\n%s", body)
+		}
+	}
+	if page, _ := f.do("GET", "/api/v1/actions", "", "", 200); len(page["actions"].([]any)) != 1 {
+		t.Fatalf("actions: %v", page)
+	}
+}
