@@ -75,7 +75,7 @@ type commonFlags struct {
 
 func newFlags(name, usage string, stderr io.Writer) *commonFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // its error comes back from parse; Usage writes to stderr
 	cf := &commonFlags{fs: fs, keys: map[string]string{}}
 	fs.StringVar(&cf.file, "config", "", "YAML config `file` (or BATON_CONFIG)")
 	for _, f := range []struct{ name, key, help string }{
@@ -92,17 +92,23 @@ func newFlags(name, usage string, stderr io.Writer) *commonFlags {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fmt.Fprintln(stderr, "\nFlags:")
+		fs.SetOutput(stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return cf
 }
 
-// parse reads flags anywhere among the positional arguments.
+// parse reads flags anywhere among the positional arguments. A negative
+// number ("-1", the unlimited limit) is an argument, not a flag.
 func (cf *commonFlags) parse(args []string) ([]string, error) {
 	var pos []string
 	for {
+		for len(args) > 0 && isNegativeNumber(args[0]) {
+			pos, args = append(pos, args[0]), args[1:]
+		}
 		if err := cf.fs.Parse(args); err != nil {
-			return nil, err
+			return nil, flagError{err} // the flag package has printed the usage
 		}
 		args = cf.fs.Args()
 		if len(args) == 0 {
@@ -114,6 +120,16 @@ func (cf *commonFlags) parse(args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// flagError is a flag parsing error, after which the usage was printed.
+type flagError struct{ error }
+
+func (e flagError) Unwrap() error { return e.error }
+
+func isNegativeNumber(arg string) bool {
+	digits, ok := strings.CutPrefix(arg, "-")
+	return ok && digits != "" && strings.Trim(digits, "0123456789") == ""
 }
 
 // load reads the configuration with the flags that were set.
@@ -169,10 +185,11 @@ func usageError(stderr io.Writer, cf *commonFlags, err error) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "coordinator: %v\n", err)
-	if cf != nil && !errors.Is(err, config.ErrInvalid) {
+	var fe flagError
+	if cf != nil && !errors.Is(err, config.ErrInvalid) && !errors.As(err, &fe) {
 		cf.fs.Usage()
 	}
+	fmt.Fprintf(stderr, "coordinator: %v\n", err)
 	return exitUsage
 }
 
