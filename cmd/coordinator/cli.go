@@ -41,6 +41,7 @@ const (
 	exitOK      = 0
 	exitFailure = 1 // the command ran and failed (Redis unreachable, ...)
 	exitUsage   = 2 // bad arguments or configuration; nothing was touched
+	exitNotSet  = 3 // policy clear: the scope had no policy (HTTP DELETE answers 404)
 )
 
 const topUsage = `Usage: coordinator [COMMAND] [FLAGS]
@@ -58,6 +59,10 @@ Commands:
   version                    print the version
 
 SCOPE is global, pack:NAME or action:REF (for example action:core.http).
+
+Exit status: 0 done; 1 failed (Redis unreachable, ...); 2 bad arguments or
+configuration, nothing touched; 3 policy clear of a scope that has no policy
+(nothing changed; the HTTP API's DELETE answers 404 for it).
 
 With no Redis configured, serve starts an embedded in-memory Redis for trying
 Baton out; nothing is kept after it exits. stats and policy need a real Redis.
@@ -334,7 +339,7 @@ const policyUsage = `Usage: coordinator policy get|set|clear SCOPE [N] [FLAGS]
   policy get SCOPE      print the limit set on SCOPE ("not set" if none)
   policy set SCOPE N    set SCOPE's limit: N from 0 (pauses) to 1000000000,
                         or -1 / unlimited
-  policy clear SCOPE    remove SCOPE's limit
+  policy clear SCOPE    remove SCOPE's limit; exit status 3 if it had none
 
 SCOPE is global, pack:NAME or action:REF.
 `
@@ -384,8 +389,15 @@ func policy(ctx context.Context, args, environ []string, stdout, stderr io.Write
 			fmt.Fprintf(stdout, "%s %s\n", scope, formatLimit(n, true))
 		}
 	case "clear":
-		if err = c.ClearConcurrencyLimit(ctx, scope); err == nil {
-			fmt.Fprintf(stdout, "%s cleared\n", scope)
+		var p limits.Policies
+		if p, err = c.Policies(ctx); err == nil && !scopeSet(p, scope) {
+			fmt.Fprintf(stderr, "coordinator: no policy set on %s; nothing to clear\n", scope)
+			return exitNotSet
+		}
+		if err == nil {
+			if err = c.ClearConcurrencyLimit(ctx, scope); err == nil {
+				fmt.Fprintf(stdout, "%s cleared\n", scope)
+			}
 		}
 	}
 	if err != nil {

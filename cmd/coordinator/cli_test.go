@@ -136,6 +136,13 @@ func TestStatsAndPolicyCommands(t *testing.T) {
 	expect([]string{"policy", "clear", "action:core.http"}, "cleared")
 	expect([]string{"policy", "get", "action:core.http"}, "not set")
 
+	// Clearing a scope with no policy changes nothing and says so, as HTTP
+	// DELETE does with its 404.
+	if code, out, errOut := runCLI(t, env, "policy", "clear", "action:core.http"); code != exitNotSet || out != "" ||
+		!strings.Contains(errOut, "no policy set on action:core.http; nothing to clear") {
+		t.Fatalf("clear of an unset scope: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
 	mr.Close()
 	if code, _, _ := runCLI(t, env, "policy", "get", "global"); code != exitFailure {
 		t.Fatalf("Redis down: exit %d, want %d", code, exitFailure)
