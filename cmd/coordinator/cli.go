@@ -186,6 +186,16 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	}
 }
 
+// connectError reports a failure to reach Redis (exit 1) or a configuration
+// error (exit 2).
+func connectError(stderr io.Writer, err error) int {
+	if errors.Is(err, config.ErrInvalid) {
+		return usageError(stderr, nil, err)
+	}
+	fmt.Fprintf(stderr, "coordinator: %v\n", err)
+	return exitFailure
+}
+
 func usageError(stderr io.Writer, cf *commonFlags, err error) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -232,8 +242,9 @@ func printVersion(args []string, stdout, stderr io.Writer) int {
 }
 
 // connect returns a Coordinator on the configured Redis for one command,
-// without background sweeping.
-func connect(cfg config.Config, stderr io.Writer) (*coordinator.Coordinator, func(), error) {
+// without background sweeping. It pings Redis first, so that a wrong
+// password or database number is reported as Redis words it.
+func connect(ctx context.Context, cfg config.Config, stderr io.Writer) (*coordinator.Coordinator, func(), error) {
 	if cfg.Embedded() {
 		return nil, nil, fmt.Errorf("%w: no Redis configured: set --redis-url or BATON_REDIS_URL "+
 			"(serve prints the address of its embedded Redis at start)", config.ErrInvalid)
@@ -241,6 +252,12 @@ func connect(cfg config.Config, stderr io.Writer) (*coordinator.Coordinator, fun
 	rdb, err := cfg.NewRedisClient()
 	if err != nil {
 		return nil, nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("redis: %w", err)
 	}
 	opts := cfg.CoordinatorOptions(newLogger(cfg, stderr))
 	opts.SweepInterval = -1
@@ -269,9 +286,9 @@ func stats(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if err := limits.ValidateRef(pos[0]); err != nil {
 		return usageError(stderr, nil, err)
 	}
-	c, done, err := connect(cfg, stderr)
+	c, done, err := connect(ctx, cfg, stderr)
 	if err != nil {
-		return usageError(stderr, nil, err)
+		return connectError(stderr, err)
 	}
 	defer done()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -371,9 +388,9 @@ func policy(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	if err != nil {
 		return usageError(stderr, nil, err)
 	}
-	c, done, err := connect(cfg, stderr)
+	c, done, err := connect(ctx, cfg, stderr)
 	if err != nil {
-		return usageError(stderr, nil, err)
+		return connectError(stderr, err)
 	}
 	defer done()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

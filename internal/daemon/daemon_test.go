@@ -2,9 +2,11 @@ package daemon_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -206,4 +208,55 @@ func TestStartsBeforeRedis(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	r.stop(t)
+}
+
+// TestRefusedAfterStartingBeforeRedis: a daemon that started before Redis
+// stops with Redis's own message when Redis comes up and refuses it, instead
+// of retrying for ever.
+func TestRefusedAfterStartingBeforeRedis(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := config.Defaults()
+	cfg.Redis.Address = addr
+	cfg.Redis.Password = "wrong"
+	cfg.HTTPAddr = "127.0.0.1:0"
+	logs := newRecords()
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { done <- daemon.Run(ctx, cfg, slog.New(logs), "test") }()
+	logs.wait(t, "redis not ready; retrying")
+
+	mr := miniredis.NewMiniRedis()
+	mr.RequireAuth("s3cret")
+	for i := 0; ; i++ {
+		if err := mr.StartAddr(addr); err == nil {
+			break
+		} else if i == 50 {
+			t.Fatalf("port %s stayed taken for 5s after it was picked: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	defer mr.Close()
+	select {
+	case err := <-done:
+		if err == nil || !daemon.PermanentRedisError(err) || !strings.Contains(err.Error(), "WRONGPASS") {
+			t.Fatalf("Run: %v, want Redis's WRONGPASS", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still retrying 30s after Redis refused it")
+	}
+}
+
+// TestPermanentRedisError: only replies that retrying cannot fix count.
+func TestPermanentRedisError(t *testing.T) {
+	for _, err := range []error{errors.New("dial tcp: connection refused"), context.DeadlineExceeded, redis.Nil, nil} {
+		if daemon.PermanentRedisError(err) {
+			t.Errorf("PermanentRedisError(%v) = true", err)
+		}
+	}
 }
