@@ -68,7 +68,8 @@ With no Redis configured, serve starts an embedded in-memory Redis for trying
 Baton out; nothing is kept after it exits. stats and policy need a real Redis.
 
 Configuration: defaults < YAML file (--config) < BATON_* environment < flags.
-See coordinator.example.yaml. Run "coordinator COMMAND --help" for flags.
+See coordinator.example.yaml. A BATON_* variable no key reads (a typo such as
+BATON_REDIS_UR) is warned about at start. Run "coordinator COMMAND --help" for flags.
 `
 
 // commonFlags are the config flags every command takes.
@@ -186,6 +187,27 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	}
 }
 
+// unknownEnvWarnings says which BATON_ variables nothing reads: a typo such
+// as BATON_REDIS_UR would otherwise pass unnoticed (and leave serve on its
+// embedded Redis).
+func unknownEnvWarnings(environ []string) []string {
+	var out []string
+	for _, u := range config.UnknownEnv(environ) {
+		msg := fmt.Sprintf("unknown environment variable %s is ignored", u.Name)
+		if u.Suggestion != "" {
+			msg += fmt.Sprintf("; did you mean %s?", u.Suggestion)
+		}
+		out = append(out, msg)
+	}
+	return out
+}
+
+func warnUnknownEnv(environ []string, stderr io.Writer) {
+	for _, w := range unknownEnvWarnings(environ) {
+		fmt.Fprintf(stderr, "coordinator: warning: %s\n", w)
+	}
+}
+
 // connectError reports a failure to reach Redis (exit 1) or a configuration
 // error (exit 2).
 func connectError(stderr io.Writer, err error) int {
@@ -222,6 +244,9 @@ func serve(ctx context.Context, args, environ []string, stderr io.Writer) int {
 		return usageError(stderr, nil, err)
 	}
 	log := newLogger(cfg, stderr)
+	for _, w := range unknownEnvWarnings(environ) {
+		log.Warn(w)
+	}
 	redis.SetLogger(redisLogger{log})
 	if err := daemon.Run(ctx, cfg, log, versionString()); err != nil {
 		log.Error("coordinator failed", slog.Any("error", err))
@@ -283,6 +308,7 @@ func stats(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if err != nil {
 		return usageError(stderr, nil, err)
 	}
+	warnUnknownEnv(environ, stderr)
 	if err := limits.ValidateRef(pos[0]); err != nil {
 		return usageError(stderr, nil, err)
 	}
@@ -388,6 +414,7 @@ func policy(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	if err != nil {
 		return usageError(stderr, nil, err)
 	}
+	warnUnknownEnv(environ, stderr)
 	c, done, err := connect(ctx, cfg, stderr)
 	if err != nil {
 		return connectError(stderr, err)

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/coordinator"
@@ -535,5 +536,25 @@ func TestRedisRefusal(t *testing.T) {
 	// The right password works.
 	if code, out, errOut := runCLI(t, []string{"BATON_REDIS_URL=redis://:s3cret@" + s.Addr}, "policy", "get", "global"); code != exitOK {
 		t.Fatalf("right password: exit %d, %q %q", code, out, errOut)
+	}
+}
+
+// TestUnknownEnvWarning: a mistyped BATON_ variable is warned about first
+// thing, naming the variable it probably meant; the CLI commands warn too.
+func TestUnknownEnvWarning(t *testing.T) {
+	d := startDaemon(t, []string{"BATON_HTTP_ADDR=127.0.0.1:0", "BATON_REDIS_UR=redis://127.0.0.1:1"})
+	d.mu.Lock()
+	first := d.lines[0]
+	d.mu.Unlock()
+	if first["level"] != "WARN" || first["msg"] != "unknown environment variable BATON_REDIS_UR is ignored; did you mean BATON_REDIS_URL?" {
+		t.Fatalf("first log line: %v", first)
+	}
+	d.stop()
+
+	mr := miniredis.RunT(t)
+	env := []string{"BATON_REDIS_URL=redis://" + mr.Addr(), "BATON_LOG_LEVL=debug"}
+	code, _, errOut := runCLI(t, env, "policy", "get", "global")
+	if code != exitOK || !strings.Contains(errOut, "coordinator: warning: unknown environment variable BATON_LOG_LEVL is ignored; did you mean BATON_LOG_LEVEL?") {
+		t.Fatalf("policy get: exit %d, stderr %q", code, errOut)
 	}
 }

@@ -254,3 +254,33 @@ func TestExampleFile(t *testing.T) {
 		t.Fatalf("example differs from defaults:\n%+v\n%+v", c, d)
 	}
 }
+
+// TestUnknownEnv: BATON_ variables nothing reads are reported, with the
+// known name a typo most likely meant.
+func TestUnknownEnv(t *testing.T) {
+	got := config.UnknownEnv([]string{
+		"BATON_REDIS_UR=redis://x:1", "BATON_REDIS_URL=redis://x:1", "BATON_HTTP_ADR=:1", "BATON_CONFIG=c.yaml",
+		"BATON_REQUIRE_REDIS=1", "BATON_BENCH_CHILD=1", "BATON_COMPLETELY_ELSE=1", "PATH=/bin", "BATON_LOGLEVEL=debug",
+	})
+	want := []config.UnknownVar{
+		{Name: "BATON_COMPLETELY_ELSE"},
+		{Name: "BATON_HTTP_ADR", Suggestion: "BATON_HTTP_ADDR"},
+		{Name: "BATON_LOGLEVEL", Suggestion: "BATON_LOG_LEVEL"},
+		{Name: "BATON_REDIS_UR", Suggestion: "BATON_REDIS_URL"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("UnknownEnv: %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("UnknownEnv[%d] = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	var all []string
+	for _, key := range config.Keys() {
+		all = append(all, config.EnvName(key)+"=x")
+	}
+	if got := config.UnknownEnv(all); len(got) != 0 {
+		t.Fatalf("known variables reported: %+v", got)
+	}
+}
