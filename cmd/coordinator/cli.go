@@ -243,7 +243,8 @@ func serve(ctx context.Context, args, environ []string, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, nil, err)
 	}
-	log := newLogger(cfg, stderr)
+	// go-redis's own lines pass the daemon's outage filter too.
+	log := slog.New(daemon.NewOutageHandler(newLogger(cfg, stderr).Handler()))
 	for _, w := range unknownEnvWarnings(environ) {
 		log.Warn(w)
 	}

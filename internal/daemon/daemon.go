@@ -33,15 +33,25 @@ const EmbeddedWarning = "no Redis configured: using an embedded in-memory Redis.
 // cfg.ShutdownTimeout: the HTTP server stops accepting and finishes the
 // requests in flight, the listener finishes and acknowledges its round,
 // the coordinator closes. It returns nil after a clean shutdown.
+//
+// A Redis outage is logged once, with reminders and its end (see
+// OutageHandler): Run wraps log in an OutageHandler unless its handler is
+// one already; pass one when other sources, such as go-redis's own logger,
+// write through it too.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version string) error {
+	log, outage := outageHandler(log)
 	rdb, closeRedis, err := connect(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer closeRedis()
-	if err := refusedAtStart(ctx, rdb); err != nil {
+	if err := refusedAtStart(ctx, rdb, outage); err != nil {
 		return err
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	watching.Go(func() { watchRedis(watchCtx, rdb, outage) })
+	defer func() { stopWatch(); watching.Wait() }()
 
 	c, err := coordinator.New(rdb, cfg.CoordinatorOptions(log.With(slog.String("component", "coordinator"))))
 	if err != nil {
@@ -136,11 +146,15 @@ func PermanentRedisError(err error) bool {
 // refusedAtStart pings Redis once: an error that retrying cannot fix stops
 // the start-up with Redis's own message; Redis not answering does not (the
 // daemon may start before Redis; startBackground retries).
-func refusedAtStart(ctx context.Context, rdb redis.UniversalClient) error {
+func refusedAtStart(ctx context.Context, rdb redis.UniversalClient, outage *OutageHandler) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := rdb.Ping(ctx).Err(); PermanentRedisError(err) {
+	err := rdb.Ping(ctx).Err()
+	switch {
+	case PermanentRedisError(err):
 		return redisRefused(err)
+	case err != nil:
+		outage.Failed(err)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/batonhq/baton/coordinator"
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/daemon"
+	"github.com/batonhq/baton/internal/redistest"
 	"github.com/batonhq/baton/limits"
 )
 
@@ -177,7 +178,7 @@ func TestStartsBeforeRedis(t *testing.T) {
 	cfg := config.Defaults()
 	cfg.Redis.Address = addr
 	r := start(t, cfg)
-	r.logs.wait(t, "redis not ready; retrying")
+	r.logs.wait(t, "redis: unreachable")
 	if got := r.status(t, "/healthz"); got != 200 {
 		t.Fatalf("/healthz: %d", got)
 	}
@@ -229,7 +230,7 @@ func TestRefusedAfterStartingBeforeRedis(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { done <- daemon.Run(ctx, cfg, slog.New(logs), "test") }()
-	logs.wait(t, "redis not ready; retrying")
+	logs.wait(t, "redis: unreachable")
 
 	mr := miniredis.NewMiniRedis()
 	mr.RequireAuth("s3cret")
@@ -259,4 +260,42 @@ func TestPermanentRedisError(t *testing.T) {
 			t.Errorf("PermanentRedisError(%v) = true", err)
 		}
 	}
+}
+
+// TestRedisOutageLoggedOnce: while a real Redis is down the daemon logs the
+// outage once (its loops, go-redis's pool and failing requests are held
+// back), and logs its end once when Redis is back.
+func TestRedisOutageLoggedOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := config.Defaults()
+	cfg.Redis.Address = srv.Addr
+	r := start(t, cfg)
+	r.logs.wait(t, "ready: listening for completion events")
+
+	srv.Stop()
+	r.logs.wait(t, "redis: unreachable")
+	for range 5 { // each failed request would have logged a WARN line
+		if got := r.status(t, "/readyz"); got != 503 {
+			t.Fatalf("/readyz with Redis down: %d", got)
+		}
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	back := r.logs.wait(t, "redis: reachable again")
+	if n, _ := back["held_back_lines"].(int64); n < 5 {
+		t.Errorf("reachable again: %v; want at least the 5 failed requests held back", back)
+	}
+	r.logs.mu.Lock()
+	var warns []map[string]any
+	for _, l := range *r.logs.lines {
+		if l["level"] == "WARN" && l["msg"] != daemon.EmbeddedWarning {
+			warns = append(warns, l)
+		}
+	}
+	r.logs.mu.Unlock()
+	if len(warns) != 1 || warns[0]["msg"] != "redis: unreachable" {
+		t.Fatalf("%d WARN lines, want only \"redis: unreachable\":\n%v", len(warns), warns)
+	}
+	r.stop(t)
 }
