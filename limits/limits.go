@@ -20,6 +20,11 @@ const Unlimited = -1
 // MaxRefLength is the longest action ref, in bytes.
 const MaxRefLength = 255
 
+// MaxLimit is the largest limit a scope can hold. Limits pass through Lua,
+// whose numbers are doubles, so a bound is needed for every limit to read
+// back exactly; a billion concurrent executions is beyond any real fleet.
+const MaxLimit = 1_000_000_000
+
 // ErrInvalid is wrapped by every validation error of this package.
 var ErrInvalid = errors.New("limits: invalid")
 
@@ -93,13 +98,15 @@ func ParseScope(text string) (Scope, error) {
 	case strings.HasPrefix(text, "action:"):
 		s = Action(strings.TrimPrefix(text, "action:"))
 	default:
-		return Scope{}, fmt.Errorf("%w scope %q: want global, pack:NAME or action:REF", ErrInvalid, text)
+		return Scope{}, fmt.Errorf("%w scope %s: want global, pack:NAME or action:REF", ErrInvalid, Quote(text))
 	}
 	return s, s.Validate()
 }
 
 // ValidateRef checks an action ref: "pack.action", at most MaxRefLength
-// bytes, valid UTF-8, no control characters, neither part empty.
+// bytes of valid UTF-8, neither part empty, no control or invisible
+// formatting characters (see ValidateExecutionID), no leading or trailing
+// space.
 func ValidateRef(ref string) error {
 	if ref == "" {
 		return fmt.Errorf("%w action ref: empty", ErrInvalid)
@@ -107,20 +114,21 @@ func ValidateRef(ref string) error {
 	if len(ref) > MaxRefLength {
 		return fmt.Errorf("%w action ref: %d bytes, over the %d-byte maximum", ErrInvalid, len(ref), MaxRefLength)
 	}
-	if err := printable(ref); err != nil {
-		return fmt.Errorf("%w action ref %q: %v", ErrInvalid, ref, err)
+	if err := checkText(ref); err != nil {
+		return fmt.Errorf("%w action ref %s: %v", ErrInvalid, Quote(ref), err)
 	}
 	pack, name, ok := strings.Cut(ref, ".")
 	if !ok || pack == "" {
-		return fmt.Errorf("%w action ref %q: no pack; want pack.action", ErrInvalid, ref)
+		return fmt.Errorf("%w action ref %s: no pack; want pack.action", ErrInvalid, Quote(ref))
 	}
 	if name == "" {
-		return fmt.Errorf("%w action ref %q: empty action name; want pack.action", ErrInvalid, ref)
+		return fmt.Errorf("%w action ref %s: empty action name; want pack.action", ErrInvalid, Quote(ref))
 	}
 	return nil
 }
 
-// ValidatePack checks a pack name: non-empty, no ".", no control characters.
+// ValidatePack checks a pack name: non-empty, at most MaxRefLength bytes,
+// no ".", and the same characters as ValidateRef.
 func ValidatePack(name string) error {
 	if name == "" {
 		return fmt.Errorf("%w pack name: empty", ErrInvalid)
@@ -128,21 +136,62 @@ func ValidatePack(name string) error {
 	if len(name) > MaxRefLength {
 		return fmt.Errorf("%w pack name: %d bytes, over the %d-byte maximum", ErrInvalid, len(name), MaxRefLength)
 	}
-	if strings.Contains(name, ".") {
-		return fmt.Errorf("%w pack name %q: contains '.'", ErrInvalid, name)
+	if err := checkText(name); err != nil {
+		return fmt.Errorf("%w pack name %s: %v", ErrInvalid, Quote(name), err)
 	}
-	if err := printable(name); err != nil {
-		return fmt.Errorf("%w pack name %q: %v", ErrInvalid, name, err)
+	if strings.Contains(name, ".") {
+		return fmt.Errorf("%w pack name %s: contains '.'", ErrInvalid, Quote(name))
 	}
 	return nil
 }
 
-// ValidateLimit checks a limit: a count >= 0, or Unlimited.
-func ValidateLimit(n int) error {
-	if n < Unlimited {
-		return fmt.Errorf("%w limit %d: negative; use a count >= 0, or limits.Unlimited (-1)", ErrInvalid, n)
+// ValidateExecutionID checks an execution ID: non-empty, at most
+// MaxRefLength bytes of valid UTF-8, with no control characters (Unicode
+// category Cc), no invisible formatting or direction-changing characters
+// (category Cf: U+200B zero width space, U+202E right-to-left override, the
+// other bidi controls, U+FEFF, ...), no line or paragraph separators, and no
+// leading or trailing space. Such characters make two IDs that look the
+// same differ, or make a log line read differently from what it holds.
+func ValidateExecutionID(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w execution ID: empty", ErrInvalid)
+	}
+	if len(id) > MaxRefLength {
+		return fmt.Errorf("%w execution ID: %d bytes, over the %d-byte maximum", ErrInvalid, len(id), MaxRefLength)
+	}
+	if err := checkText(id); err != nil {
+		return fmt.Errorf("%w execution ID %s: %v", ErrInvalid, Quote(id), err)
 	}
 	return nil
+}
+
+// ValidateLimit checks a limit: a count from 0 to MaxLimit, or Unlimited.
+func ValidateLimit(n int) error {
+	if n < Unlimited {
+		return fmt.Errorf("%w limit %d: negative; use a count from 0 to %d, or -1 (unlimited)", ErrInvalid, n, MaxLimit)
+	}
+	if n > MaxLimit {
+		return fmt.Errorf("%w limit %d: over the maximum of %d; use a count from 0 to %d, or -1 (unlimited)",
+			ErrInvalid, n, MaxLimit, MaxLimit)
+	}
+	return nil
+}
+
+// QuoteMax is the most bytes of an input that Quote shows.
+const QuoteMax = 64
+
+// Quote quotes an input for an error message: the whole of a short one, the
+// first QuoteMax bytes and the total length of a longer one, so that a
+// message never echoes a huge input back.
+func Quote(s string) string {
+	if len(s) <= QuoteMax {
+		return strconv.Quote(s)
+	}
+	cut := QuoteMax
+	for cut > QuoteMax-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:cut]), len(s))
 }
 
 // PackOf returns the pack of a valid action ref ("core" for "core.http").
@@ -151,16 +200,45 @@ func PackOf(ref string) string {
 	return pack
 }
 
-func printable(s string) error {
-	if !utf8.ValidString(s) {
-		return errors.New("not valid UTF-8")
-	}
+// checkText reports the first character of s that a name must not hold,
+// naming it and its byte offset.
+func checkText(s string) error {
 	for i, r := range s {
-		if unicode.IsControl(r) {
-			return fmt.Errorf("control character %U at byte %d", r, i)
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
+			return fmt.Errorf("not valid UTF-8: byte 0x%02x at byte %d", s[i], i)
+		case unicode.Is(unicode.Cc, r):
+			return fmt.Errorf("control character %s at byte %d", runeName(r), i)
+		case unicode.Is(unicode.Cf, r):
+			return fmt.Errorf("invisible formatting character %s at byte %d", runeName(r), i)
+		case unicode.In(r, unicode.Zl, unicode.Zp):
+			return fmt.Errorf("line separator %s at byte %d", runeName(r), i)
+		case unicode.IsSpace(r) && i == 0:
+			return fmt.Errorf("leading space %s at byte %d", runeName(r), i)
+		case unicode.IsSpace(r) && i+utf8.RuneLen(r) == len(s):
+			return fmt.Errorf("trailing space %s at byte %d", runeName(r), i)
 		}
 	}
 	return nil
+}
+
+// runeNames names the characters people most often paste by accident.
+var runeNames = map[rune]string{
+	'\t': "TAB", '\n': "LINE FEED", '\r': "CARRIAGE RETURN", ' ': "SPACE", 0xa0: "NO-BREAK SPACE",
+	0xad: "SOFT HYPHEN", 0x61c: "ARABIC LETTER MARK", 0x200b: "ZERO WIDTH SPACE",
+	0x200c: "ZERO WIDTH NON-JOINER", 0x200d: "ZERO WIDTH JOINER", 0x200e: "LEFT-TO-RIGHT MARK",
+	0x200f: "RIGHT-TO-LEFT MARK", 0x2028: "LINE SEPARATOR", 0x2029: "PARAGRAPH SEPARATOR",
+	0x202a: "LEFT-TO-RIGHT EMBEDDING", 0x202b: "RIGHT-TO-LEFT EMBEDDING", 0x202c: "POP DIRECTIONAL FORMATTING",
+	0x202d: "LEFT-TO-RIGHT OVERRIDE", 0x202e: "RIGHT-TO-LEFT OVERRIDE", 0x2060: "WORD JOINER",
+	0x2066: "LEFT-TO-RIGHT ISOLATE", 0x2067: "RIGHT-TO-LEFT ISOLATE", 0x2068: "FIRST STRONG ISOLATE",
+	0x2069: "POP DIRECTIONAL ISOLATE", 0x3000: "IDEOGRAPHIC SPACE", 0xfeff: "ZERO WIDTH NO-BREAK SPACE (BOM)",
+}
+
+func runeName(r rune) string {
+	if name, ok := runeNames[r]; ok {
+		return fmt.Sprintf("%U (%s)", r, name)
+	}
+	return fmt.Sprintf("%U", r)
 }
 
 // Policies is a snapshot of every limit set, as stored in Redis.
@@ -195,7 +273,7 @@ func Source(s Scope, ok bool) string {
 func ParseLimit(text string) (int, error) {
 	n, err := strconv.Atoi(text)
 	if err != nil {
-		return 0, fmt.Errorf("%w limit %q: not an integer", ErrInvalid, text)
+		return 0, fmt.Errorf("%w limit %s: not an integer", ErrInvalid, Quote(text))
 	}
 	return n, ValidateLimit(n)
 }

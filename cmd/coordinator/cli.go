@@ -41,6 +41,7 @@ const (
 	exitOK      = 0
 	exitFailure = 1 // the command ran and failed (Redis unreachable, ...)
 	exitUsage   = 2 // bad arguments or configuration; nothing was touched
+	exitNotSet  = 3 // policy clear: the scope had no policy (HTTP DELETE answers 404)
 )
 
 const topUsage = `Usage: coordinator [COMMAND] [FLAGS]
@@ -52,17 +53,23 @@ Commands:
                              listener, HTTP API and metrics
   stats ACTION [--json]      print an action's queue statistics
   policy get SCOPE           print the limit set on a scope
-  policy set SCOPE N         set a scope's limit (N >= 0, or -1 / unlimited)
+  policy set SCOPE N         set a scope's limit (N from 0 to 1000000000, or
+                             -1 / unlimited)
   policy clear SCOPE         remove a scope's limit
   version                    print the version
 
 SCOPE is global, pack:NAME or action:REF (for example action:core.http).
 
+Exit status: 0 done; 1 failed (Redis unreachable, ...); 2 bad arguments or
+configuration, nothing touched; 3 policy clear of a scope that has no policy
+(nothing changed; the HTTP API's DELETE answers 404 for it).
+
 With no Redis configured, serve starts an embedded in-memory Redis for trying
 Baton out; nothing is kept after it exits. stats and policy need a real Redis.
 
 Configuration: defaults < YAML file (--config) < BATON_* environment < flags.
-See coordinator.example.yaml. Run "coordinator COMMAND --help" for flags.
+See coordinator.example.yaml. A BATON_* variable no key reads (a typo such as
+BATON_REDIS_UR) is warned about at start. Run "coordinator COMMAND --help" for flags.
 `
 
 // commonFlags are the config flags every command takes.
@@ -74,7 +81,7 @@ type commonFlags struct {
 
 func newFlags(name, usage string, stderr io.Writer) *commonFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // its error comes back from parse; Usage writes to stderr
 	cf := &commonFlags{fs: fs, keys: map[string]string{}}
 	fs.StringVar(&cf.file, "config", "", "YAML config `file` (or BATON_CONFIG)")
 	for _, f := range []struct{ name, key, help string }{
@@ -91,17 +98,23 @@ func newFlags(name, usage string, stderr io.Writer) *commonFlags {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fmt.Fprintln(stderr, "\nFlags:")
+		fs.SetOutput(stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return cf
 }
 
-// parse reads flags anywhere among the positional arguments.
+// parse reads flags anywhere among the positional arguments. A negative
+// number ("-1", the unlimited limit) is an argument, not a flag.
 func (cf *commonFlags) parse(args []string) ([]string, error) {
 	var pos []string
 	for {
+		for len(args) > 0 && isNegativeNumber(args[0]) {
+			pos, args = append(pos, args[0]), args[1:]
+		}
 		if err := cf.fs.Parse(args); err != nil {
-			return nil, err
+			return nil, flagError{err} // the flag package has printed the usage
 		}
 		args = cf.fs.Args()
 		if len(args) == 0 {
@@ -113,6 +126,16 @@ func (cf *commonFlags) parse(args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// flagError is a flag parsing error, after which the usage was printed.
+type flagError struct{ error }
+
+func (e flagError) Unwrap() error { return e.error }
+
+func isNegativeNumber(arg string) bool {
+	digits, ok := strings.CutPrefix(arg, "-")
+	return ok && digits != "" && strings.Trim(digits, "0123456789") == ""
 }
 
 // load reads the configuration with the flags that were set.
@@ -164,14 +187,46 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	}
 }
 
+// unknownEnvWarnings says which BATON_ variables nothing reads: a typo such
+// as BATON_REDIS_UR would otherwise pass unnoticed (and leave serve on its
+// embedded Redis).
+func unknownEnvWarnings(environ []string) []string {
+	var out []string
+	for _, u := range config.UnknownEnv(environ) {
+		msg := fmt.Sprintf("unknown environment variable %s is ignored", u.Name)
+		if u.Suggestion != "" {
+			msg += fmt.Sprintf("; did you mean %s?", u.Suggestion)
+		}
+		out = append(out, msg)
+	}
+	return out
+}
+
+func warnUnknownEnv(environ []string, stderr io.Writer) {
+	for _, w := range unknownEnvWarnings(environ) {
+		fmt.Fprintf(stderr, "coordinator: warning: %s\n", w)
+	}
+}
+
+// connectError reports a failure to reach Redis (exit 1) or a configuration
+// error (exit 2).
+func connectError(stderr io.Writer, err error) int {
+	if errors.Is(err, config.ErrInvalid) {
+		return usageError(stderr, nil, err)
+	}
+	fmt.Fprintf(stderr, "coordinator: %v\n", err)
+	return exitFailure
+}
+
 func usageError(stderr io.Writer, cf *commonFlags, err error) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "coordinator: %v\n", err)
-	if cf != nil && !errors.Is(err, config.ErrInvalid) {
+	var fe flagError
+	if cf != nil && !errors.Is(err, config.ErrInvalid) && !errors.As(err, &fe) {
 		cf.fs.Usage()
 	}
+	fmt.Fprintf(stderr, "coordinator: %v\n", err)
 	return exitUsage
 }
 
@@ -188,7 +243,11 @@ func serve(ctx context.Context, args, environ []string, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, nil, err)
 	}
-	log := newLogger(cfg, stderr)
+	// go-redis's own lines pass the daemon's outage filter too.
+	log := slog.New(daemon.NewOutageHandler(newLogger(cfg, stderr).Handler()))
+	for _, w := range unknownEnvWarnings(environ) {
+		log.Warn(w)
+	}
 	redis.SetLogger(redisLogger{log})
 	if err := daemon.Run(ctx, cfg, log, versionString()); err != nil {
 		log.Error("coordinator failed", slog.Any("error", err))
@@ -209,8 +268,9 @@ func printVersion(args []string, stdout, stderr io.Writer) int {
 }
 
 // connect returns a Coordinator on the configured Redis for one command,
-// without background sweeping.
-func connect(cfg config.Config, stderr io.Writer) (*coordinator.Coordinator, func(), error) {
+// without background sweeping. It pings Redis first, so that a wrong
+// password or database number is reported as Redis words it.
+func connect(ctx context.Context, cfg config.Config, stderr io.Writer) (*coordinator.Coordinator, func(), error) {
 	if cfg.Embedded() {
 		return nil, nil, fmt.Errorf("%w: no Redis configured: set --redis-url or BATON_REDIS_URL "+
 			"(serve prints the address of its embedded Redis at start)", config.ErrInvalid)
@@ -218,6 +278,12 @@ func connect(cfg config.Config, stderr io.Writer) (*coordinator.Coordinator, fun
 	rdb, err := cfg.NewRedisClient()
 	if err != nil {
 		return nil, nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("redis: %w", err)
 	}
 	opts := cfg.CoordinatorOptions(newLogger(cfg, stderr))
 	opts.SweepInterval = -1
@@ -243,12 +309,13 @@ func stats(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if err != nil {
 		return usageError(stderr, nil, err)
 	}
+	warnUnknownEnv(environ, stderr)
 	if err := limits.ValidateRef(pos[0]); err != nil {
 		return usageError(stderr, nil, err)
 	}
-	c, done, err := connect(cfg, stderr)
+	c, done, err := connect(ctx, cfg, stderr)
 	if err != nil {
-		return usageError(stderr, nil, err)
+		return connectError(stderr, err)
 	}
 	defer done()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -314,8 +381,9 @@ func printStats(w io.Writer, st coordinator.QueueStats) {
 const policyUsage = `Usage: coordinator policy get|set|clear SCOPE [N] [FLAGS]
 
   policy get SCOPE      print the limit set on SCOPE ("not set" if none)
-  policy set SCOPE N    set SCOPE's limit: N >= 0 (0 pauses), or -1 / unlimited
-  policy clear SCOPE    remove SCOPE's limit
+  policy set SCOPE N    set SCOPE's limit: N from 0 (pauses) to 1000000000,
+                        or -1 / unlimited
+  policy clear SCOPE    remove SCOPE's limit; exit status 3 if it had none
 
 SCOPE is global, pack:NAME or action:REF.
 `
@@ -347,9 +415,10 @@ func policy(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	if err != nil {
 		return usageError(stderr, nil, err)
 	}
-	c, done, err := connect(cfg, stderr)
+	warnUnknownEnv(environ, stderr)
+	c, done, err := connect(ctx, cfg, stderr)
 	if err != nil {
-		return usageError(stderr, nil, err)
+		return connectError(stderr, err)
 	}
 	defer done()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -365,8 +434,15 @@ func policy(ctx context.Context, args, environ []string, stdout, stderr io.Write
 			fmt.Fprintf(stdout, "%s %s\n", scope, formatLimit(n, true))
 		}
 	case "clear":
-		if err = c.ClearConcurrencyLimit(ctx, scope); err == nil {
-			fmt.Fprintf(stdout, "%s cleared\n", scope)
+		var p limits.Policies
+		if p, err = c.Policies(ctx); err == nil && !scopeSet(p, scope) {
+			fmt.Fprintf(stderr, "coordinator: no policy set on %s; nothing to clear\n", scope)
+			return exitNotSet
+		}
+		if err == nil {
+			if err = c.ClearConcurrencyLimit(ctx, scope); err == nil {
+				fmt.Fprintf(stdout, "%s cleared\n", scope)
+			}
 		}
 	}
 	if err != nil {

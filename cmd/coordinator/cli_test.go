@@ -36,6 +36,12 @@ func TestHelpVersionAndUsage(t *testing.T) {
 	if code, out, _ := runCLI(t, nil, "version"); code != 0 || !strings.HasPrefix(out, "coordinator ") {
 		t.Errorf("version: %d %q", code, out)
 	}
+	// An unknown flag: the usage with the flags, once, then the error.
+	if code, _, errOut := runCLI(t, nil, "policy", "set", "global", "-1", "--nope"); code != exitUsage ||
+		strings.Count(errOut, "Usage:") != 1 || !strings.Contains(errOut, "-redis-url URL") ||
+		!strings.HasSuffix(errOut, "coordinator: flag provided but not defined: -nope\n") {
+		t.Errorf("unknown flag: exit %d, stderr %q", code, errOut)
+	}
 	cases := [][]string{
 		{"frobnicate"},
 		{"serve", "extra"},
@@ -48,6 +54,9 @@ func TestHelpVersionAndUsage(t *testing.T) {
 		{"policy", "set", "global"},
 		{"policy", "get", "galaxy", "--redis-url", "redis://127.0.0.1:1"},
 		{"policy", "set", "global", "-7", "--redis-url", "redis://127.0.0.1:1"},
+		{"policy", "set", "global", "9223372036854775807", "--redis-url", "redis://127.0.0.1:1"},
+		{"policy", "set", "global", "-99999999999999999999", "--redis-url", "redis://127.0.0.1:1"},
+		{"policy", "set", "global", "1000000001", "--redis-url", "redis://127.0.0.1:1"},
 		{"stats", "core.http"}, // no Redis configured
 	}
 	for _, args := range cases {
@@ -115,6 +124,9 @@ func TestStatsAndPolicyCommands(t *testing.T) {
 	expect([]string{"policy", "set", "action:core.http", "2"}, "action:core.http 2")
 	expect([]string{"policy", "get", "action:core.http"}, "action:core.http 2")
 	expect([]string{"policy", "set", "pack:core", "unlimited"}, "pack:core unlimited")
+	expect([]string{"policy", "set", "pack:core", "-1"}, "pack:core unlimited") // a number, not a flag
+	expect([]string{"policy", "set", "global", "-1", "--log-level=warn"}, "global unlimited")
+	expect([]string{"policy", "clear", "global"}, "global cleared")
 	expect([]string{"stats", "core.http"}, "2 (action:core.http)")
 	out := expect([]string{"stats", "core.http", "--json"}, `"max_concurrent": 2`)
 	var st map[string]any
@@ -123,6 +135,13 @@ func TestStatsAndPolicyCommands(t *testing.T) {
 	}
 	expect([]string{"policy", "clear", "action:core.http"}, "cleared")
 	expect([]string{"policy", "get", "action:core.http"}, "not set")
+
+	// Clearing a scope with no policy changes nothing and says so, as HTTP
+	// DELETE does with its 404.
+	if code, out, errOut := runCLI(t, env, "policy", "clear", "action:core.http"); code != exitNotSet || out != "" ||
+		!strings.Contains(errOut, "no policy set on action:core.http; nothing to clear") {
+		t.Fatalf("clear of an unset scope: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 
 	mr.Close()
 	if code, _, _ := runCLI(t, env, "policy", "get", "global"); code != exitFailure {

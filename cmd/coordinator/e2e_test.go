@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/coordinator"
@@ -497,4 +498,63 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		t.Fatalf("no second-signal message in:\n%s", strings.Join(d.raw, "\n"))
 	}
 	<-inFlight
+}
+
+// TestRedisRefusal: a wrong password, a missing one or a database number
+// Redis does not have stops serve at once with Redis's own message and exit
+// status 1 (it was logged as "Redis did not answer" and retried for ever);
+// stats and policy report it the same way.
+func TestRedisRefusal(t *testing.T) {
+	s := redistest.Start(t, "--requirepass", "s3cret")
+	cases := []struct{ url, want string }{
+		{"redis://:wrong@" + s.Addr, "WRONGPASS"},
+		{"redis://" + s.Addr, "NOAUTH"},
+		{"redis://:s3cret@" + s.Addr + "/99", "DB index is out of range"},
+	}
+	for _, tc := range cases {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		cmd := exec.CommandContext(ctx, binary(t), "serve", "--http-addr", "127.0.0.1:0", "--log-format", "json")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "BATON_REDIS_URL=" + tc.url}
+		out, err := cmd.CombinedOutput()
+		cancel()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != exitFailure {
+			t.Errorf("serve on %s: %v, want exit status %d; output:\n%s", tc.url, err, exitFailure, out)
+			continue
+		}
+		if !strings.Contains(string(out), tc.want) || strings.Contains(string(out), "did not answer") ||
+			strings.Contains(string(out), "retrying") {
+			t.Errorf("serve on %s: output lacks %q or says Redis did not answer:\n%s", tc.url, tc.want, out)
+		}
+		for _, args := range [][]string{{"stats", "core.http"}, {"policy", "get", "global"}} {
+			code, _, errOut := runCLI(t, []string{"BATON_REDIS_URL=" + tc.url}, args...)
+			if code != exitFailure || !strings.Contains(errOut, tc.want) || strings.Contains(errOut, "did not answer") {
+				t.Errorf("%v on %s: exit %d, stderr %q; want %d and %q", args, tc.url, code, errOut, exitFailure, tc.want)
+			}
+		}
+	}
+	// The right password works.
+	if code, out, errOut := runCLI(t, []string{"BATON_REDIS_URL=redis://:s3cret@" + s.Addr}, "policy", "get", "global"); code != exitOK {
+		t.Fatalf("right password: exit %d, %q %q", code, out, errOut)
+	}
+}
+
+// TestUnknownEnvWarning: a mistyped BATON_ variable is warned about first
+// thing, naming the variable it probably meant; the CLI commands warn too.
+func TestUnknownEnvWarning(t *testing.T) {
+	d := startDaemon(t, []string{"BATON_HTTP_ADDR=127.0.0.1:0", "BATON_REDIS_UR=redis://127.0.0.1:1"})
+	d.mu.Lock()
+	first := d.lines[0]
+	d.mu.Unlock()
+	if first["level"] != "WARN" || first["msg"] != "unknown environment variable BATON_REDIS_UR is ignored; did you mean BATON_REDIS_URL?" {
+		t.Fatalf("first log line: %v", first)
+	}
+	d.stop()
+
+	mr := miniredis.RunT(t)
+	env := []string{"BATON_REDIS_URL=redis://" + mr.Addr(), "BATON_LOG_LEVL=debug"}
+	code, _, errOut := runCLI(t, env, "policy", "get", "global")
+	if code != exitOK || !strings.Contains(errOut, "coordinator: warning: unknown environment variable BATON_LOG_LEVL is ignored; did you mean BATON_LOG_LEVEL?") {
+		t.Fatalf("policy get: exit %d, stderr %q", code, errOut)
+	}
 }

@@ -214,7 +214,8 @@ func loadFile(k *koanf.Koanf, path string) error {
 
 // envProvider maps BATON_<KEY> variables to their keys through the fields
 // table (key names contain "_", so the name alone is ambiguous). Unknown
-// BATON_ variables are ignored: other tools (cmd/bench) share the prefix.
+// BATON_ variables are ignored here (other tools share the prefix); the
+// command line warns about them with UnknownEnv.
 func envProvider(environ []string) *env.Env {
 	byName := map[string]string{}
 	for _, f := range fields {

@@ -151,6 +151,7 @@ func TestValidationErrors(t *testing.T) {
 		{"BATON_POLICIES=global", `policies = "global"`},
 		{"BATON_POLICIES=galaxy=3", `policies = "galaxy=3"`},
 		{"BATON_POLICIES=global=-2", `policies = "global=-2"`},
+		{"BATON_POLICIES=global=9223372036854775807", `max_concurrent "9223372036854775807": want a count from 0 to 1000000000`},
 		{"BATON_POLICIES=global=1,global=2", `policies = "global=1,global=2"`},
 	}
 	for _, tc := range cases {
@@ -251,5 +252,35 @@ func TestExampleFile(t *testing.T) {
 		c.LeaseTTL != d.LeaseTTL || c.AckTimeout != d.AckTimeout || c.QueueMaxLength != d.QueueMaxLength ||
 		c.CompletionClaimIdle != d.CompletionClaimIdle || c.MaxBodyBytes != d.MaxBodyBytes || !c.Embedded() {
 		t.Fatalf("example differs from defaults:\n%+v\n%+v", c, d)
+	}
+}
+
+// TestUnknownEnv: BATON_ variables nothing reads are reported, with the
+// known name a typo most likely meant.
+func TestUnknownEnv(t *testing.T) {
+	got := config.UnknownEnv([]string{
+		"BATON_REDIS_UR=redis://x:1", "BATON_REDIS_URL=redis://x:1", "BATON_HTTP_ADR=:1", "BATON_CONFIG=c.yaml",
+		"BATON_REQUIRE_REDIS=1", "BATON_BENCH_CHILD=1", "BATON_COMPLETELY_ELSE=1", "PATH=/bin", "BATON_LOGLEVEL=debug",
+	})
+	want := []config.UnknownVar{
+		{Name: "BATON_COMPLETELY_ELSE"},
+		{Name: "BATON_HTTP_ADR", Suggestion: "BATON_HTTP_ADDR"},
+		{Name: "BATON_LOGLEVEL", Suggestion: "BATON_LOG_LEVEL"},
+		{Name: "BATON_REDIS_UR", Suggestion: "BATON_REDIS_URL"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("UnknownEnv: %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("UnknownEnv[%d] = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	var all []string
+	for _, key := range config.Keys() {
+		all = append(all, config.EnvName(key)+"=x")
+	}
+	if got := config.UnknownEnv(all); len(got) != 0 {
+		t.Fatalf("known variables reported: %+v", got)
 	}
 }

@@ -216,8 +216,10 @@ func setPolicies(c *Config, raw any) error {
 	return errors.New("want a list of {scope, max_concurrent}")
 }
 
-// parseLimit reads a limit: a count >= 0, or -1 / "unlimited".
+// parseLimit reads a limit: a count from 0 to limits.MaxLimit, or -1 /
+// "unlimited".
 func parseLimit(raw any) (int, error) {
+	bad := fmt.Errorf("want a count from 0 to %d, or -1 (unlimited)", limits.MaxLimit)
 	var n int
 	switch v := raw.(type) {
 	case int:
@@ -228,19 +230,19 @@ func parseLimit(raw any) (int, error) {
 		}
 		var err error
 		if n, err = strconv.Atoi(strings.TrimSpace(v)); err != nil {
-			return 0, errors.New("want a count >= 0, or -1 (unlimited)")
+			return 0, bad
 		}
 	default:
-		return 0, errors.New("want a count >= 0, or -1 (unlimited)")
+		return 0, bad
 	}
 	if limits.ValidateLimit(n) != nil {
-		return 0, errors.New("want a count >= 0, or -1 (unlimited)")
+		return 0, bad
 	}
 	return n, nil
 }
 
-// ParseLimit reads a limit given on the command line or over HTTP: a count
-// >= 0, or -1 or "unlimited" for limits.Unlimited.
+// ParseLimit reads a limit given on the command line: a count from 0 to
+// limits.MaxLimit, or -1 or "unlimited" for limits.Unlimited.
 func ParseLimit(text string) (int, error) { return parseLimit(text) }
 
 func atLeast(lo int64) func(int64) error {

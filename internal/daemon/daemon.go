@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,12 +33,25 @@ const EmbeddedWarning = "no Redis configured: using an embedded in-memory Redis.
 // cfg.ShutdownTimeout: the HTTP server stops accepting and finishes the
 // requests in flight, the listener finishes and acknowledges its round,
 // the coordinator closes. It returns nil after a clean shutdown.
+//
+// A Redis outage is logged once, with reminders and its end (see
+// OutageHandler): Run wraps log in an OutageHandler unless its handler is
+// one already; pass one when other sources, such as go-redis's own logger,
+// write through it too.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version string) error {
+	log, outage := outageHandler(log)
 	rdb, closeRedis, err := connect(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer closeRedis()
+	if err := refusedAtStart(ctx, rdb, outage); err != nil {
+		return err
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	watching.Go(func() { watchRedis(watchCtx, rdb, outage) })
+	defer func() { stopWatch(); watching.Wait() }()
 
 	c, err := coordinator.New(rdb, cfg.CoordinatorOptions(log.With(slog.String("component", "coordinator"))))
 	if err != nil {
@@ -78,18 +92,75 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	}
 	var startup sync.WaitGroup
 	startup.Add(1)
+	startErr := make(chan error, 1)
 	go func() {
 		defer startup.Done()
-		startBackground(ctx, c, listener, cfg, log)
+		startErr <- startBackground(ctx, c, listener, cfg, log)
 	}()
 
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", slog.String("timeout", cfg.ShutdownTimeout.String()))
-	case err := <-serveErr:
-		log.Error("http: server failed", slog.Any("error", err))
+	var failed error
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down", slog.String("timeout", cfg.ShutdownTimeout.String()))
+			break wait
+		case err := <-serveErr:
+			log.Error("http: server failed", slog.Any("error", err))
+			break wait
+		case failed = <-startErr:
+			if failed != nil {
+				break wait
+			}
+			startErr = nil // started: keep serving
+		}
 	}
-	return shutdown(srv, listener, c, &startup, cfg.ShutdownTimeout, log)
+	if err := shutdown(srv, listener, c, &startup, cfg.ShutdownTimeout, log); err != nil && failed == nil {
+		return err
+	}
+	return failed
+}
+
+// permanentPrefixes start the Redis errors that retrying cannot fix: the
+// credentials or the database number are wrong, or the user may not run
+// the coordinator's commands.
+var permanentPrefixes = []string{"WRONGPASS", "NOAUTH", "NOPERM", "ERR DB index is out of range",
+	"ERR invalid DB index", "ERR invalid password"}
+
+// PermanentRedisError reports whether err is a Redis reply that retrying
+// cannot fix (wrong password, missing authentication, missing permission,
+// bad database number), as opposed to Redis not answering.
+func PermanentRedisError(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, p := range permanentPrefixes {
+		if strings.HasPrefix(re.Error(), p) {
+			return true
+		}
+	}
+	return false
+}
+
+// refusedAtStart pings Redis once: an error that retrying cannot fix stops
+// the start-up with Redis's own message; Redis not answering does not (the
+// daemon may start before Redis; startBackground retries).
+func refusedAtStart(ctx context.Context, rdb redis.UniversalClient, outage *OutageHandler) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := rdb.Ping(ctx).Err()
+	switch {
+	case PermanentRedisError(err):
+		return redisRefused(err)
+	case err != nil:
+		outage.Failed(err)
+	}
+	return nil
+}
+
+func redisRefused(err error) error {
+	return fmt.Errorf("redis refused the connection (check redis.url, redis.username, redis.password and redis.db): %w", err)
 }
 
 // connect returns the configured Redis client, or starts the embedded one.
@@ -144,14 +215,19 @@ func ageKeys(mr *miniredis.Miniredis) (stop func()) {
 
 // startBackground waits for Redis, applies the initial policies and starts
 // the completion listener, retrying until it succeeds or ctx ends, so the
-// daemon can start before Redis does (/readyz says 503 meanwhile).
-func startBackground(ctx context.Context, c *coordinator.Coordinator, l *coordinator.CompletionListener, cfg config.Config, log *slog.Logger) {
+// daemon can start before Redis does (/readyz says 503 meanwhile). It
+// returns an error, and gives up, only when Redis refuses the daemon for
+// good (PermanentRedisError).
+func startBackground(ctx context.Context, c *coordinator.Coordinator, l *coordinator.CompletionListener, cfg config.Config, log *slog.Logger) error {
 	for attempt := 0; ; attempt++ {
 		err := startOnce(ctx, c, l, cfg, log)
 		if err == nil {
 			log.Info("ready: listening for completion events", slog.String("stream", coordinator.CompletedStream(cfg.KeyPrefix)),
 				slog.String("group", cfg.CompletionGroup))
-			return
+			return nil
+		}
+		if PermanentRedisError(err) {
+			return redisRefused(err)
 		}
 		if attempt == 0 || attempt%30 == 0 {
 			log.Warn("redis not ready; retrying", slog.Any("error", err), slog.Int("attempt", attempt+1))
@@ -160,7 +236,7 @@ func startBackground(ctx context.Context, c *coordinator.Coordinator, l *coordin
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return nil
 		case <-t.C:
 		}
 	}

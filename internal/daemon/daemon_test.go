@@ -2,9 +2,11 @@ package daemon_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/batonhq/baton/coordinator"
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/daemon"
+	"github.com/batonhq/baton/internal/redistest"
 	"github.com/batonhq/baton/limits"
 )
 
@@ -175,7 +178,7 @@ func TestStartsBeforeRedis(t *testing.T) {
 	cfg := config.Defaults()
 	cfg.Redis.Address = addr
 	r := start(t, cfg)
-	r.logs.wait(t, "redis not ready; retrying")
+	r.logs.wait(t, "redis: unreachable")
 	if got := r.status(t, "/healthz"); got != 200 {
 		t.Fatalf("/healthz: %d", got)
 	}
@@ -204,6 +207,95 @@ func TestStartsBeforeRedis(t *testing.T) {
 			t.Fatal("/readyz not 200 within 10s of Redis coming up")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	r.stop(t)
+}
+
+// TestRefusedAfterStartingBeforeRedis: a daemon that started before Redis
+// stops with Redis's own message when Redis comes up and refuses it, instead
+// of retrying for ever.
+func TestRefusedAfterStartingBeforeRedis(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := config.Defaults()
+	cfg.Redis.Address = addr
+	cfg.Redis.Password = "wrong"
+	cfg.HTTPAddr = "127.0.0.1:0"
+	logs := newRecords()
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { done <- daemon.Run(ctx, cfg, slog.New(logs), "test") }()
+	logs.wait(t, "redis: unreachable")
+
+	mr := miniredis.NewMiniRedis()
+	mr.RequireAuth("s3cret")
+	for i := 0; ; i++ {
+		if err := mr.StartAddr(addr); err == nil {
+			break
+		} else if i == 50 {
+			t.Fatalf("port %s stayed taken for 5s after it was picked: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	defer mr.Close()
+	select {
+	case err := <-done:
+		if err == nil || !daemon.PermanentRedisError(err) || !strings.Contains(err.Error(), "WRONGPASS") {
+			t.Fatalf("Run: %v, want Redis's WRONGPASS", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still retrying 30s after Redis refused it")
+	}
+}
+
+// TestPermanentRedisError: only replies that retrying cannot fix count.
+func TestPermanentRedisError(t *testing.T) {
+	for _, err := range []error{errors.New("dial tcp: connection refused"), context.DeadlineExceeded, redis.Nil, nil} {
+		if daemon.PermanentRedisError(err) {
+			t.Errorf("PermanentRedisError(%v) = true", err)
+		}
+	}
+}
+
+// TestRedisOutageLoggedOnce: while a real Redis is down the daemon logs the
+// outage once (its loops, go-redis's pool and failing requests are held
+// back), and logs its end once when Redis is back.
+func TestRedisOutageLoggedOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := config.Defaults()
+	cfg.Redis.Address = srv.Addr
+	r := start(t, cfg)
+	r.logs.wait(t, "ready: listening for completion events")
+
+	srv.Stop()
+	r.logs.wait(t, "redis: unreachable")
+	for range 5 { // each failed request would have logged a WARN line
+		if got := r.status(t, "/readyz"); got != 503 {
+			t.Fatalf("/readyz with Redis down: %d", got)
+		}
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	back := r.logs.wait(t, "redis: reachable again")
+	if n, _ := back["held_back_lines"].(int64); n < 5 {
+		t.Errorf("reachable again: %v; want at least the 5 failed requests held back", back)
+	}
+	r.logs.mu.Lock()
+	var warns []map[string]any
+	for _, l := range *r.logs.lines {
+		if l["level"] == "WARN" && l["msg"] != daemon.EmbeddedWarning {
+			warns = append(warns, l)
+		}
+	}
+	r.logs.mu.Unlock()
+	if len(warns) != 1 || warns[0]["msg"] != "redis: unreachable" {
+		t.Fatalf("%d WARN lines, want only \"redis: unreachable\":\n%v", len(warns), warns)
 	}
 	r.stop(t)
 }

@@ -13,8 +13,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,9 +75,21 @@ func New(opts Options) http.Handler {
 }
 
 // ServeHTTP routes the request; requests that match no route (404) or no
-// method of a route (405) get the JSON error shape too.
+// method of a route (405) get the JSON error shape too. A path with an empty
+// segment ("/api/v1/actions//queue-stats") is a 400 and one with "." or ".."
+// segments a 404: the mux would redirect them to the cleaned path, which
+// names another resource.
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p := r.URL.EscapedPath(); strings.Contains(p, "//") {
+		writeError(w, http.StatusBadRequest, "invalid_argument",
+			fmt.Sprintf("path %s: empty segment (a missing action ref, execution ID or scope?)", limits.Quote(p)))
+		return
+	}
 	h, pattern := a.mux.Handler(r)
+	if slices.ContainsFunc(strings.Split(r.URL.Path, "/"), func(seg string) bool { return seg == "." || seg == ".." }) {
+		pattern = "" // the mux would redirect to the cleaned path, another resource: 404
+		h = http.NotFoundHandler()
+	}
 	if pattern != "" {
 		a.mux.ServeHTTP(w, r) // sets the path values
 		return
@@ -89,7 +103,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rec.code == http.StatusMethodNotAllowed {
 		code = "method_not_allowed"
 	}
-	writeError(w, rec.code, code, fmt.Sprintf("%s %s: %s", r.Method, r.URL.Path, strings.ToLower(http.StatusText(rec.code))))
+	writeError(w, rec.code, code, fmt.Sprintf("%s %s: %s", r.Method, limits.Quote(r.URL.Path), strings.ToLower(http.StatusText(rec.code))))
 }
 
 // statusRecorder keeps the status and headers the mux's own 404 and 405
@@ -141,7 +155,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large",
 			fmt.Sprintf("request body over %d bytes", tooBig.Limit))
 	case errors.Is(err, coordinator.ErrInvalidArgument), errors.Is(err, limits.ErrInvalid):
-		writeError(w, http.StatusBadRequest, "invalid_argument", err.Error())
+		writeError(w, http.StatusBadRequest, "invalid_argument", invalidMessage(err))
 	default:
 		a.log.Warn("http: redis unavailable", slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Any("error", err))
@@ -149,12 +163,33 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// invalidMessage is a validation error without the Go packages' prefixes
+// ("baton: invalid argument: ", "limits: invalid "): the rest names the
+// input and the problem.
+func invalidMessage(err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, coordinator.ErrInvalidArgument.Error()+": ")
+	return strings.TrimPrefix(msg, limits.ErrInvalid.Error()+" ")
+}
+
+// actionAndID reads and checks the {ref} and {id} path values.
+func actionAndID(r *http.Request) (ref, id string, err error) {
+	ref, id = r.PathValue("ref"), r.PathValue("id")
+	if err := limits.ValidateRef(ref); err != nil {
+		return "", "", err
+	}
+	if err := limits.ValidateExecutionID(id); err != nil {
+		return "", "", err
+	}
+	return ref, id, nil
+}
+
 // mutating requires the bearer token, when one is configured, and bounds
 // the request body.
 func (a *api) mutating(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if a.opts.AuthToken != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			got, ok := bearerToken(r.Header.Get("Authorization"))
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.opts.AuthToken)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="baton"`)
 				writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
@@ -164,6 +199,16 @@ func (a *api) mutating(h http.HandlerFunc) http.HandlerFunc {
 		r.Body = http.MaxBytesReader(w, r.Body, a.opts.MaxBodyBytes)
 		h(w, r)
 	}
+}
+
+// bearerToken reads "Bearer <token>"; the scheme is case-insensitive
+// (RFC 9110, section 11.1), so "bearer" and "BEARER" work too.
+func bearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimLeft(token, " "), true
 }
 
 func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {
@@ -233,7 +278,12 @@ func queryUint(s string, def uint64) (uint64, error) {
 }
 
 func (a *api) executionState(w http.ResponseWriter, r *http.Request) {
-	st, err := a.c.ExecutionState(r.Context(), r.PathValue("ref"), r.PathValue("id"))
+	ref, id, err := actionAndID(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	st, err := a.c.ExecutionState(r.Context(), ref, id)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -242,7 +292,11 @@ func (a *api) executionState(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
-	ref, id := r.PathValue("ref"), r.PathValue("id")
+	ref, id, err := actionAndID(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	removed, err := a.c.CancelExecution(r.Context(), ref, id)
 	if err != nil {
 		a.fail(w, r, err)
@@ -250,19 +304,14 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
 	}
 	if !removed {
 		a.fail(w, r, &apiError{http.StatusConflict, "not_waiting",
-			fmt.Sprintf("execution %s of %s is not waiting (unknown, running or already ended)", id, ref)})
+			fmt.Sprintf("execution %q of %s is not waiting (unknown, running or already ended)", id, ref)})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"action": ref, "execution_id": id, "canceled": true})
 }
 
 func parseScope(r *http.Request) (limits.Scope, error) {
-	text := r.PathValue("scope")
-	s, err := limits.ParseScope(text)
-	if err != nil {
-		return limits.Scope{}, badRequest("scope %q: want global, pack:NAME or action:REF (%v)", text, err)
-	}
-	return s, nil
+	return limits.ParseScope(r.PathValue("scope"))
 }
 
 func (a *api) listPolicies(w http.ResponseWriter, r *http.Request) {
@@ -307,33 +356,26 @@ func (a *api) putPolicy(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	var body struct {
-		MaxConcurrent *int `json:"max_concurrent"`
-	}
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			a.fail(w, r, err)
-			return
-		}
-		a.fail(w, r, badRequest("body: want {\"max_concurrent\": N}: %v", err))
-		return
-	}
-	if body.MaxConcurrent == nil {
-		a.fail(w, r, badRequest("body: max_concurrent is missing"))
-		return
-	}
-	if err := limits.ValidateLimit(*body.MaxConcurrent); err != nil {
-		a.fail(w, r, badRequest("max_concurrent = %d: want a count >= 0, or -1 (unlimited)", *body.MaxConcurrent))
-		return
-	}
-	if err := a.c.SetConcurrencyLimit(r.Context(), scope, *body.MaxConcurrent); err != nil {
+	body, err := io.ReadAll(r.Body) // all of it first: a body over the limit is a 413 whatever it holds
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, Policy{Scope: scope.String(), MaxConcurrent: *body.MaxConcurrent})
+	if err != nil {
+		a.fail(w, r, badRequest("body: could not be read: %v", err))
+		return
+	}
+	n, err := decodePolicyBody(body)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.c.SetConcurrencyLimit(r.Context(), scope, n); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Policy{Scope: scope.String(), MaxConcurrent: n})
 }
 
 func (a *api) deletePolicy(w http.ResponseWriter, r *http.Request) {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +21,7 @@ import (
 	"github.com/batonhq/baton/coordinator"
 	"github.com/batonhq/baton/internal/httpapi"
 	"github.com/batonhq/baton/internal/metrics"
+	"github.com/batonhq/baton/limits"
 )
 
 const token = "s3cret"
@@ -220,5 +224,229 @@ func TestRedisDown(t *testing.T) {
 	f.doErr("PUT", "/api/v1/policies/global", token, `{"max_concurrent": 2}`, 503, "unavailable")
 	if _, body := f.do("GET", "/metrics", "", "", 200); !strings.Contains(body, "baton_redis_up 0") {
 		t.Fatal("metrics do not report Redis down")
+	}
+}
+
+// TestLimitBounds: a limit reads back exactly as it was set; limits beyond
+// limits.MaxLimit (which a double, Lua's number, would round) are refused by
+// the API and the library alike, and nothing is written.
+func TestLimitBounds(t *testing.T) {
+	f := newFixture(t)
+	path := "/api/v1/policies/action:core.http"
+	max := fmt.Sprint(limits.MaxLimit)
+	if m, _ := f.do("PUT", path, token, `{"max_concurrent": `+max+`}`, 200); m["max_concurrent"] != float64(limits.MaxLimit) {
+		t.Fatal(m)
+	}
+	if st, _ := f.do("GET", "/api/v1/actions/core.http/queue-stats", "", "", 200); st["max_concurrent"] != float64(limits.MaxLimit) {
+		t.Fatalf("read back %v, want %d", st["max_concurrent"], limits.MaxLimit)
+	}
+	for _, n := range []string{fmt.Sprint(limits.MaxLimit + 1), "9007199254740993", "9223372036854775807"} {
+		_, raw := f.do("PUT", path, token, `{"max_concurrent": `+n+`}`, 400)
+		if !strings.Contains(raw, max) {
+			t.Errorf("PUT %s: %s does not name the maximum", n, raw)
+		}
+	}
+	if m, _ := f.do("GET", path, "", "", 200); m["max_concurrent"] != float64(limits.MaxLimit) {
+		t.Fatalf("a refused PUT changed the policy: %v", m)
+	}
+	err := f.c.SetConcurrencyLimit(context.Background(), limits.Global(), limits.MaxLimit+1)
+	if !errors.Is(err, coordinator.ErrInvalidArgument) {
+		t.Fatalf("library: SetConcurrencyLimit(MaxLimit+1) = %v, want ErrInvalidArgument", err)
+	}
+}
+
+// TestPolicyBodyStrict: a policy body is one JSON object with exactly the
+// field max_concurrent; anything else is a 400 in the API's own words (no
+// Go type names) and changes nothing.
+func TestPolicyBodyStrict(t *testing.T) {
+	f := newFixture(t)
+	path := "/api/v1/policies/pack:core"
+	f.do("PUT", path, token, `{"max_concurrent": 2}`, 200)
+	cases := []struct{ body, want string }{
+		{`{"max_concurrent":3} x`, "data after the JSON object"},
+		{`{"max_concurrent":3}{"max_concurrent":4}`, "data after the JSON object"},
+		{`{"max_concurrent":3} {}`, "data after the JSON object"},
+		{`{"MAX_CONCURRENT":3}`, `unknown field "MAX_CONCURRENT"`},
+		{`{"Max_Concurrent":3}`, `unknown field "Max_Concurrent"`},
+		{`{"max_concurrent":3,"max_concurrent":4}`, "appears twice"},
+		{`{"max_concurrent":3, "colour": "red"}`, `unknown field "colour"`},
+		{`[{"max_concurrent":3}]`, "want a JSON object such as {\"max_concurrent\": 3}; got an array"},
+		{`3`, `got the number "3"`},
+		{`null`, "got null"},
+		{``, "body: empty"},
+		{`{"max_concurrent":`, "the JSON ends early"},
+		{`{"max_concurrent":3,}`, "not valid JSON at byte"},
+		{`{}`, "max_concurrent is missing"},
+		{`{"max_concurrent":null}`, "want a whole number from 0 to 1000000000, or -1 (unlimited); got null"},
+		{`{"max_concurrent":"3"}`, `got the string "3"`},
+		{`{"max_concurrent":[3]}`, "got an array"},
+		{`{"max_concurrent":{"n":3}}`, "got an object"},
+		{`{"max_concurrent":true}`, "got true or false"},
+		{`{"max_concurrent":2.5}`, `got the number "2.5"`},
+		{`{"max_concurrent":1e3}`, `got the number "1e3"`},
+		{`{"max_concurrent":-2}`, `got "-2"`},
+		{`{"max_concurrent":99999999999999999999}`, `got "99999999999999999999"`},
+	}
+	for _, tc := range cases {
+		_, raw := f.do("PUT", path, token, tc.body, 400)
+		var m map[string]string
+		if err := json.Unmarshal([]byte(raw), &m); err != nil || m["code"] != "invalid_argument" {
+			t.Errorf("%s: %s", tc.body, raw)
+			continue
+		}
+		if !strings.Contains(m["error"], tc.want) {
+			t.Errorf("%s: error %q, want it to contain %q", tc.body, m["error"], tc.want)
+		}
+		for _, leak := range []string{"Go value", "Go struct", "json:", "struct {", "*int"} {
+			if strings.Contains(m["error"], leak) {
+				t.Errorf("%s: error %q leaks Go internals (%q)", tc.body, m["error"], leak)
+			}
+		}
+	}
+	if m, _ := f.do("GET", path, "", "", 200); m["max_concurrent"] != 2.0 {
+		t.Fatalf("a refused body changed the policy: %v", m)
+	}
+	if m, _ := f.do("PUT", path, token, " {\"max_concurrent\" : -1}\n", 200); m["max_concurrent"] != -1.0 {
+		t.Fatal(m)
+	}
+}
+
+// TestInvisibleCharactersAndShortEchoes: refs, pack names and execution IDs
+// with invisible or direction-changing characters, spaces at either end or
+// invalid UTF-8 are a 400 naming the character and its offset; no error
+// echoes a huge input back, and nothing is written.
+func TestInvisibleCharactersAndShortEchoes(t *testing.T) {
+	f := newFixture(t)
+	before := f.mr.Keys() // the coordinator's owner key
+	cases := []struct{ method, path, want string }{
+		{"GET", "/api/v1/actions/core.ht%E2%80%8Btp/queue-stats", "U+200B (ZERO WIDTH SPACE) at byte 7"},
+		{"GET", "/api/v1/actions/core.%E2%80%AEhttp/executions/e1", "U+202E (RIGHT-TO-LEFT OVERRIDE) at byte 5"},
+		{"GET", "/api/v1/actions/core.http/executions/e%FF1", "not valid UTF-8: byte 0xff at byte 1"},
+		{"POST", "/api/v1/actions/core.http/executions/e%E2%80%8F/cancel", "U+200F (RIGHT-TO-LEFT MARK) at byte 1"},
+		{"POST", "/api/v1/actions/core.http/executions/%20e1/cancel", "leading space U+0020 (SPACE) at byte 0"},
+		{"GET", "/api/v1/actions/core.http%20/queue-stats", "trailing space U+0020 (SPACE) at byte 9"},
+		{"PUT", "/api/v1/policies/pack:co%E2%81%A6re", "U+2066 (LEFT-TO-RIGHT ISOLATE) at byte 2"},
+		{"PUT", "/api/v1/policies/action:core.http%C2%A0", "trailing space U+00A0 (NO-BREAK SPACE) at byte 9"},
+	}
+	for _, tc := range cases {
+		_, raw := f.do(tc.method, tc.path, token, `{"max_concurrent": 1}`, 400)
+		if !strings.Contains(raw, tc.want) || !strings.Contains(raw, `"invalid_argument"`) {
+			t.Errorf("%s %s: %s, want %q", tc.method, tc.path, raw, tc.want)
+		}
+	}
+	if keys := f.mr.Keys(); len(keys) != len(before) {
+		t.Fatalf("refused requests wrote keys: %v, before %v", keys, before)
+	}
+
+	huge := strings.Repeat("x", 512<<10)
+	for _, path := range []string{"/api/v1/policies/" + huge, "/api/v1/policies/pack:" + huge,
+		"/api/v1/actions/" + huge + "/queue-stats", "/nothing/" + huge} {
+		resp, err := f.srv.Client().Get(f.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 4 || len(raw) > 400 {
+			t.Errorf("GET %.40s... (%d bytes): status %d, %d-byte reply %.400s", path, len(path), resp.StatusCode, len(raw), raw)
+		}
+	}
+}
+
+// TestErrorExampleInDocs: docs/api.md shows the real reply for a bad scope.
+func TestErrorExampleInDocs(t *testing.T) {
+	f := newFixture(t)
+	m, _ := f.do("GET", "/api/v1/policies/galaxy", "", "", 400)
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "api.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(m["error"])
+	example := fmt.Sprintf(`{"error": %s, "code": %q}`, want, m["code"])
+	if !strings.Contains(string(doc), example) {
+		t.Fatalf("docs/api.md lacks the real reply %s", example)
+	}
+}
+
+// TestEmptySegmentsAndDotSegments: a path with an empty segment is a 400, one
+// with "." or ".." segments a 404, never a redirect.
+func TestEmptySegmentsAndDotSegments(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct{ method, path string }{
+		{"GET", "/api/v1/actions//queue-stats"},
+		{"POST", "/api/v1/actions/core.http/executions//cancel"},
+		{"GET", "/api/v1/actions/core.http/executions/"},
+		{"PUT", "/api/v1/policies//"},
+		{"GET", "//api/v1/policies"},
+	} {
+		want, code := 400, "invalid_argument"
+		if !strings.Contains(tc.path, "//") {
+			want, code = 404, "not_found"
+		}
+		f.doErr(tc.method, tc.path, token, `{"max_concurrent": 1}`, want, code)
+	}
+	for _, path := range []string{"/api/v1/actions/./core.http/queue-stats", "/api/v1/policies/../policies"} {
+		req, err := http.NewRequest("GET", f.srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.Opaque = path // keep the dot segments: the client would clean them
+		resp, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 || resp.Header.Get("Location") != "" {
+			t.Errorf("GET %s: status %d, Location %q; want 404", path, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+}
+
+// TestBearerSchemeIsCaseInsensitive: "bearer", "BEARER" and "Bearer" all
+// carry the token; a wrong token or another scheme does not.
+func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
+	f := newFixture(t)
+	send := func(auth string) int {
+		t.Helper()
+		req, err := http.NewRequest("PUT", f.srv.URL+"/api/v1/policies/global", strings.NewReader(`{"max_concurrent": 3}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", auth)
+		resp, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, auth := range []string{"Bearer " + token, "bearer " + token, "BEARER " + token, "bEaReR  " + token} {
+		if got := send(auth); got != 200 {
+			t.Errorf("Authorization: %q: status %d, want 200", auth, got)
+		}
+	}
+	for _, auth := range []string{"bearer wrong", "Basic " + token, "Bearer", "bearer" + token, token, ""} {
+		if got := send(auth); got != 401 {
+			t.Errorf("Authorization: %q: status %d, want 401", auth, got)
+		}
+	}
+}
+
+// TestMetricsWithAMalformedAction: one bad member of the actions set does
+// not turn baton_redis_up to 0, nor hide the other actions.
+func TestMetricsWithAMalformedAction(t *testing.T) {
+	f := newFixture(t)
+	f.do("PUT", "/api/v1/policies/action:core.http", token, `{"max_concurrent": 4}`, 200)
+	if _, err := f.mr.SAdd("baton:actions", "nodot", "core.http"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		_, body := f.do("GET", "/metrics", "", "", 200)
+		if !strings.Contains(body, "baton_redis_up 1") || !strings.Contains(body, `baton_limit{action="core.http"} 4`) {
+			t.Fatalf("metrics with a malformed action:\n%s", body)
+		}
+	}
+	if page, _ := f.do("GET", "/api/v1/actions", "", "", 200); len(page["actions"].([]any)) != 1 {
+		t.Fatalf("actions: %v", page)
 	}
 }

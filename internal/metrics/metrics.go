@@ -7,6 +7,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/limits"
 )
 
 // Source is what the collector reads; *coordinator.Coordinator is one.
@@ -77,7 +79,7 @@ var (
 
 	descWait = prometheus.NewDesc("baton_wait_seconds", "Time from enqueue to grant (Redis clock).", labels, nil)
 
-	descUp = prometheus.NewDesc("baton_redis_up", "1 when the last scrape read every action from Redis, else 0.", nil, nil)
+	descUp = prometheus.NewDesc("baton_redis_up", "1 when Redis answered every read of the last scrape, else 0.", nil, nil)
 )
 
 // Collector reads QueueStats of every known action at scrape time.
@@ -85,11 +87,17 @@ type Collector struct {
 	src     Source
 	log     *slog.Logger
 	timeout time.Duration
+
+	mu     sync.Mutex
+	warned map[string]bool // malformed members of the actions set already logged
 }
+
+// maxWarned bounds the malformed members remembered (and so logged once each).
+const maxWarned = 1000
 
 // NewCollector returns a Collector over src.
 func NewCollector(src Source, log *slog.Logger) *Collector {
-	return &Collector{src: src, log: log, timeout: 10 * time.Second}
+	return &Collector{src: src, log: log, timeout: 10 * time.Second, warned: map[string]bool{}}
 }
 
 // Describe sends every descriptor the collector uses.
@@ -101,7 +109,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect reads every known action's stats and sends its metrics. On a Redis
-// error it sends what it could read and baton_redis_up 0.
+// error it sends what it could read and baton_redis_up 0. A member of the
+// actions set that is not a valid action ref (written there by hand, or by
+// another program) is skipped and logged once: it says nothing about Redis.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
@@ -122,6 +132,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			st, err := c.src.QueueStats(ctx, ref)
 			mu.Lock()
 			defer mu.Unlock()
+			if errors.Is(err, coordinator.ErrInvalidArgument) {
+				c.skip(ref, err)
+				return
+			}
 			if err != nil {
 				up = 0
 				c.log.Warn("metrics: reading stats", slog.String("action", ref), slog.Any("error", err))
@@ -144,6 +158,10 @@ func (c *Collector) actions(ctx context.Context) ([]string, error) {
 			return out, err
 		}
 		for _, r := range refs {
+			if err := limits.ValidateRef(r); err != nil {
+				c.skip(r, err)
+				continue
+			}
 			if !seen[r] && len(out) < MaxActions {
 				seen[r] = true
 				out = append(out, r)
@@ -154,6 +172,18 @@ func (c *Collector) actions(ctx context.Context) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// skip logs a malformed member of the actions set, once per member.
+func (c *Collector) skip(ref string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.warned[ref] || len(c.warned) >= maxWarned {
+		return
+	}
+	c.warned[ref] = true
+	c.log.Warn("metrics: skipping a malformed member of the actions set", slog.String("member", limits.Quote(ref)),
+		slog.Any("error", err))
 }
 
 func send(ch chan<- prometheus.Metric, st coordinator.QueueStats) {

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -103,7 +104,7 @@ baton_limit{action="web.fetch"} 1
 baton_timeouts_total{action="core.http"} 1
 baton_timeouts_total{action="core.local"} 0
 baton_timeouts_total{action="web.fetch"} 0
-# HELP baton_redis_up 1 when the last scrape read every action from Redis, else 0.
+# HELP baton_redis_up 1 when Redis answered every read of the last scrape, else 0.
 # TYPE baton_redis_up gauge
 baton_redis_up 1
 `
@@ -116,10 +117,36 @@ baton_redis_up 1
 	}
 	src.fail = true
 	if err := testutil.CollectAndCompare(c, strings.NewReader(`
-# HELP baton_redis_up 1 when the last scrape read every action from Redis, else 0.
+# HELP baton_redis_up 1 when Redis answered every read of the last scrape, else 0.
 # TYPE baton_redis_up gauge
 baton_redis_up 0
 `), "baton_redis_up"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMalformedMembersAreSkipped: members of the actions set that are not
+// action refs are left out and logged once each; baton_redis_up stays 1.
+func TestMalformedMembersAreSkipped(t *testing.T) {
+	src := &fakeSource{
+		refs:  []string{"nodot", "core.http", "core.\u202ebad", "x.y "},
+		stats: map[string]coordinator.QueueStats{"core.http": {Action: "core.http", MaxConcurrent: 2}},
+	}
+	var logs bytes.Buffer
+	c := NewCollector(src, slog.New(slog.NewTextHandler(&logs, nil)))
+	for range 2 {
+		if err := testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP baton_redis_up 1 when Redis answered every read of the last scrape, else 0.
+# TYPE baton_redis_up gauge
+baton_redis_up 1
+# HELP baton_limit Concurrency limit in force; -1 is unlimited.
+# TYPE baton_limit gauge
+baton_limit{action="core.http"} 2
+`), "baton_redis_up", "baton_limit"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "skipping a malformed member"); n != 3 {
+		t.Fatalf("%d log lines for 3 malformed members over 2 scrapes, want 3:\n%s", n, logs.String())
 	}
 }

@@ -24,6 +24,7 @@ type Server struct {
 	Addr string
 	port int
 	dir  string
+	args []string
 	cmd  *exec.Cmd
 }
 
@@ -37,8 +38,9 @@ func Available() bool {
 }
 
 // Start starts a redis-server for the test and stops it when the test ends.
-// It skips the test when redis-server is missing, unless Required.
-func Start(tb testing.TB) *Server {
+// It skips the test when redis-server is missing, unless Required. Extra
+// arguments go to redis-server (for example "--requirepass", "secret").
+func Start(tb testing.TB, args ...string) *Server {
 	tb.Helper()
 	if !Available() {
 		if Required() {
@@ -46,7 +48,7 @@ func Start(tb testing.TB) *Server {
 		}
 		tb.Skip("redistest: redis-server not on PATH (set BATON_REQUIRE_REDIS=1 to fail instead)")
 	}
-	s, err := StartServer(tb.TempDir())
+	s, err := StartServer(tb.TempDir(), args...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -54,21 +56,21 @@ func Start(tb testing.TB) *Server {
 	return s
 }
 
-// StartServer starts a redis-server keeping its files in dir. The caller
-// must Stop it.
-func StartServer(dir string) (*Server, error) {
+// StartServer starts a redis-server keeping its files in dir, with extra
+// arguments args. The caller must Stop it.
+func StartServer(dir string, args ...string) (*Server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), port: port, dir: dir}
+	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), port: port, dir: dir, args: args}
 	return s, s.start()
 }
 
 func (s *Server) start() error {
-	s.cmd = exec.Command("redis-server",
+	s.cmd = exec.Command("redis-server", append([]string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"), "--maxclients", "10000")
+		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"), "--maxclients", "10000"}, s.args...)...)
 	dieWithParent(s.cmd)
 	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("redistest: starting redis-server: %w", err)
@@ -80,7 +82,7 @@ func (s *Server) start() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := rdb.Ping(ctx).Err()
 		cancel()
-		if err == nil {
+		if err == nil || redis.HasErrorPrefix(err, "NOAUTH") { // up, with a password (args)
 			return nil
 		}
 		if time.Now().After(deadline) {

@@ -87,7 +87,9 @@ func Parse(args []string, stderr io.Writer) (*Flags, error) {
 	fs.IntVar(&f.Workload.Clients, "clients", 64, "concurrent closed-loop submitters, round-robin over the actions")
 	fs.StringVar(&f.WorkText, "work", "2ms", "how long an execution holds its slot: a duration (2ms) or exp:<mean>")
 	fs.IntVar(&f.Workload.Processes, "processes", 1, "executor OS processes sharing Redis (children re-run this binary)")
-	fs.BoolVar(&f.Calibrate, "calibrate", true, "measure PING and EVALSHA ops/s first (default on with --redis, off on miniredis)")
+	// Registered as false so that the help adds no "(default ...)": unset
+	// means on with --redis, off on miniredis (see calibrating).
+	fs.BoolVar(&f.Calibrate, "calibrate", false, "measure PING and EVALSHA ops/s first: --calibrate or --calibrate=false; unset, on with --redis and off on miniredis")
 	fs.DurationVar(&f.CalibrateDuration, "calibrate-duration", time.Second, "how long each calibration measurement runs")
 	fs.StringVar(&f.Baseline, "baseline", "", "also run a baseline limiter side by side: polling (INCR, DECR + sleep 10ms + retry)")
 	fs.DurationVar(&f.Timeout, "timeout", 2*time.Minute, "bound on the whole run; executions not finished by then are lost")

@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"flag"
 	"os"
 	"strings"
 	"testing"
@@ -183,6 +185,41 @@ func TestFlagsRefused(t *testing.T) {
 	for _, ok := range []string{"redis://127.0.0.1:6379", "redis://localhost:1", "redis://[::1]:6379"} {
 		if err := loadgen.CheckLoopback(ok); err != nil {
 			t.Errorf("%s refused: %v", ok, err)
+		}
+	}
+}
+
+// TestCalibrateFlagHelp: --calibrate's help states its automatic default
+// once, without a contradicting "(default true)"; unset, it follows the
+// Redis in use.
+func TestCalibrateFlagHelp(t *testing.T) {
+	var errOut bytes.Buffer
+	if _, err := Parse([]string{"--help"}, &errOut); !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	help := errOut.String()
+	i := strings.Index(help, "-calibrate\n")
+	if i < 0 {
+		t.Fatalf("no --calibrate in the help:\n%s", help)
+	}
+	line := help[i:]
+	line = line[:strings.Index(line[len("-calibrate\n"):], "\n")+len("-calibrate\n")]
+	if strings.Contains(line, "(default") || !strings.Contains(line, "unset, on with --redis and off on miniredis") {
+		t.Fatalf("--calibrate help: %q", line)
+	}
+	for _, tc := range []struct {
+		args           []string
+		miniredis, cal bool
+	}{
+		{nil, true, false}, {nil, false, true},
+		{[]string{"--calibrate"}, true, true}, {[]string{"--calibrate=false"}, false, false},
+	} {
+		f, err := Parse(tc.args, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.calibrating(&env{miniredis: tc.miniredis}); got != tc.cal {
+			t.Errorf("%v on miniredis=%v: calibrating %v, want %v", tc.args, tc.miniredis, got, tc.cal)
 		}
 	}
 }
