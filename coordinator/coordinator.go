@@ -352,16 +352,8 @@ func (c *Coordinator) addDue(ctx context.Context, ref string, due int64) {
 }
 
 func validateExecution(id string) error {
-	if id == "" {
-		return fmt.Errorf("%w: execution ID: empty", ErrInvalidArgument)
-	}
-	if len(id) > limits.MaxRefLength {
-		return fmt.Errorf("%w: execution ID: %d bytes, over the %d-byte maximum", ErrInvalidArgument, len(id), limits.MaxRefLength)
-	}
-	for i, r := range id {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return fmt.Errorf("%w: execution ID %q: control character %U at byte %d", ErrInvalidArgument, id, r, i)
-		}
+	if err := limits.ValidateExecutionID(id); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
 	return nil
 }
