@@ -106,7 +106,16 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 		actions:    map[string]*action{},
 		waitConns:  make(chan struct{}, opts.MaxWaitConns),
 	}
-	c.waitRdb, c.ownWait = waitClient(rdb, opts.MaxWaitConns)
+	if opts.WaitClient != nil {
+		c.waitRdb = opts.WaitClient
+	} else {
+		c.waitRdb, c.ownWait = waitClient(rdb, opts.MaxWaitConns)
+	}
+	func() { // Functions or EVAL scripts: find out now, not on the first admission
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		c.run.Probe(ctx)
+	}()
 	c.policies.Store(&limits.Policies{Limits: map[limits.Scope]int{}})
 	c.start(c.heartbeatLoop)
 	c.start(c.policyLoop)

@@ -19,8 +19,22 @@ import (
 // failScript fails every call of one script while on: a fault injector in
 // the style of a network partition between one process and Redis.
 type failScript struct {
-	sha string
-	on  atomic.Bool
+	sha, fn string // the script's EVALSHA hash and Function name
+	on      atomic.Bool
+}
+
+func (f *failScript) matches(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	if !f.on.Load() || len(args) < 2 {
+		return false
+	}
+	switch strings.ToLower(cmd.Name()) {
+	case "evalsha":
+		return args[1] == f.sha
+	case "fcall":
+		return args[1] == f.fn
+	}
+	return false
 }
 
 var errInjected = errors.New("injected fault")
@@ -28,8 +42,7 @@ var errInjected = errors.New("injected fault")
 func (f *failScript) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (f *failScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		args := cmd.Args()
-		if f.on.Load() && len(args) > 1 && strings.EqualFold(cmd.Name(), "evalsha") && args[1] == f.sha {
+		if f.matches(cmd) {
 			cmd.SetErr(errInjected)
 			return errInjected
 		}
@@ -37,7 +50,17 @@ func (f *failScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 func (f *failScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds { // the whole pipeline is lost, as over a partition
+			if f.matches(cmd) {
+				for _, c := range cmds {
+					c.SetErr(errInjected)
+				}
+				return errInjected
+			}
+		}
+		return next(ctx, cmds)
+	}
 }
 
 // TestLeaseLost: a holder whose heartbeats stop reaching Redis loses its
@@ -51,12 +74,14 @@ func TestLeaseLost(t *testing.T) {
 		o.AckTimeout = 200 * time.Millisecond
 		o.SweepInterval = 50 * time.Millisecond
 		rdb := e.client()
-		fault := &failScript{sha: scripts.ByName("renew").Hash()}
+		fault := &failScript{sha: scripts.ByName("renew").Hash(), fn: scripts.ByName("renew").Function()}
 		rdb.AddHook(fault)
 		cA, err := coordinator.New(rdb, coordinator.Options{Prefix: e.prefix, LeaseTTL: o.LeaseTTL, AckTimeout: o.AckTimeout, SweepInterval: -1})
 		must(t, err)
 		defer cA.Close()
-		cB := e.coordinator(o)
+		ob := o
+		ob.LeaseTTL = time.Minute // the next waiter's process lives: only cA's lease must run out
+		cB := e.coordinator(ob)
 		const a = "lost.a"
 		must(t, cA.SetConcurrencyLimit(ctx, limits.Action(a), 1))
 		lease, err := cA.EnqueueAndWait(ctx, a, "partitioned")

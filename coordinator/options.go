@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"fmt"
+
+	"github.com/redis/go-redis/v9"
 	"log/slog"
 	"strings"
 	"time"
@@ -90,6 +92,15 @@ type Options struct {
 	// for other clients they use the client's pool, which must be larger.
 	// Defaults to DefaultMaxWaitConns (50).
 	MaxWaitConns int
+
+	// WaitClient, when set, is the client blocking waits (BLPOP) use, and
+	// must not be rdb itself. It should not retry commands (MaxRetries -1),
+	// so that a dropped connection reaches the wait loop, which then
+	// reconciles with Redis; Close does not close it. Defaults to a client
+	// of its own made from rdb's options (for *redis.Client and
+	// *redis.ClusterClient; hooks added to rdb are not copied) with
+	// MaxWaitConns connections and no retries, or else rdb itself.
+	WaitClient redis.UniversalClient
 
 	// ScriptConns is how many pipelines of script calls may be in flight at
 	// once. Calls made while they are all busy are sent together in the

@@ -8,7 +8,7 @@
 -- ARGV[5] acknowledgement deadline for the grants this call hands out (ms)
 --
 -- Reply {granted, due}. An older version than the action's changes nothing.
-if M.policy_version == nil and redis.call('EXISTS', K.meta) == 0 then
+if FRESH then
   return { 0, '0' }
 end
 local granted = 0

@@ -2,7 +2,10 @@ package scripts
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -26,7 +29,14 @@ type Batcher struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 	once  sync.Once
+	mode  atomic.Int32 // modeUnknown, modeFunctions or modeEval
 }
+
+const (
+	modeUnknown int32 = iota
+	modeFunctions
+	modeEval
+)
 
 type scriptCall struct {
 	s    *Script
@@ -99,19 +109,82 @@ func (b *Batcher) lane() {
 	}
 }
 
-// send runs one batch: one call alone (EVALSHA, EVAL on NOSCRIPT), several
-// in one pipeline of EVALSHA, re-running those that met NOSCRIPT.
+// send runs one batch, with FCALL where Redis has Functions, else EVALSHA.
 func (b *Batcher) send(batch []*scriptCall) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	runPipeline(ctx, b.rdb, batch)
+	if b.mode.Load() == modeUnknown {
+		b.probe(ctx)
+	}
+	runPipeline(ctx, b.rdb, batch, b.mode.Load() == modeFunctions)
+	if b.mode.Load() == modeFunctions && missingFunction(batch) {
+		// A node lost the library (restart, flush, a new master): load it and
+		// run again the calls that did not run.
+		if err := LoadLibrary(ctx, b.rdb); err != nil {
+			b.mode.Store(modeEval)
+		}
+		var again []*scriptCall
+		for _, c := range batch {
+			if c.err != nil && isMissingFunction(c.err) {
+				again = append(again, c)
+			}
+		}
+		runPipeline(ctx, b.rdb, again, b.mode.Load() == modeFunctions)
+	}
 	for _, c := range batch {
 		close(c.done)
 	}
 }
 
-func runPipeline(ctx context.Context, rdb redis.UniversalClient, batch []*scriptCall) {
-	if len(batch) == 1 {
+// Probe loads the function library unless that was tried already: Redis
+// without Functions (miniredis, Redis < 7, or a user without the
+// permission) gets EVAL scripts from then on. The first call probes by
+// itself; calling Probe ahead moves that round trip out of the first call.
+func (b *Batcher) Probe(ctx context.Context) {
+	if b.mode.Load() == modeUnknown {
+		b.probe(ctx)
+	}
+}
+
+func (b *Batcher) probe(ctx context.Context) {
+	if err := LoadLibrary(ctx, b.rdb); err != nil {
+		var re redis.Error
+		if errors.As(err, &re) { // Redis answered no; a network error is tried again later
+			b.mode.CompareAndSwap(modeUnknown, modeEval)
+		}
+		return
+	}
+	b.mode.CompareAndSwap(modeUnknown, modeFunctions)
+}
+
+// LoadLibrary loads the function library (on every master of a cluster).
+func LoadLibrary(ctx context.Context, rdb redis.UniversalClient) error {
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.FunctionLoadReplace(ctx, Library).Err()
+		})
+	}
+	return rdb.FunctionLoadReplace(ctx, Library).Err()
+}
+
+func isMissingFunction(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "Function not found")
+}
+
+func missingFunction(batch []*scriptCall) bool {
+	for _, c := range batch {
+		if isMissingFunction(c.err) {
+			return true
+		}
+	}
+	return false
+}
+
+func runPipeline(ctx context.Context, rdb redis.UniversalClient, batch []*scriptCall, functions bool) {
+	if len(batch) == 0 {
+		return
+	}
+	if len(batch) == 1 && (!functions || batch[0].s.fn == "") {
 		c := batch[0]
 		c.v, c.err = c.s.Run(ctx, rdb, c.keys, c.args...)
 		return
@@ -119,7 +192,11 @@ func runPipeline(ctx context.Context, rdb redis.UniversalClient, batch []*script
 	cmds := make([]*redis.Cmd, len(batch))
 	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, c := range batch {
-			cmds[i] = c.s.EvalSha(ctx, p, c.keys, c.args...)
+			if functions && c.s.fn != "" {
+				cmds[i] = p.FCall(ctx, c.s.fn, c.keys, c.args...)
+			} else {
+				cmds[i] = c.s.s.EvalSha(ctx, p, c.keys, c.args...)
+			}
 		}
 		return nil
 	})

@@ -35,7 +35,7 @@ if h then
     end
   end
   redis.call('HSET', K.holders, exec, holder_value(hv.fence, owner, hv.since, hv.seq, 'h'))
-  redis.call('ZADD', K.running, NOW + lease_ms, exec)
+  redis.call('ZADD', K.running, str(NOW + lease_ms), exec)
   touch_owner(owner, lease_ms)
   flush()
   return { 'running', tonumber(hv.fence), hv.seq, str(REPORT) }
@@ -61,7 +61,7 @@ if max_queue >= 0 and queued >= max_queue then
 end
 
 local seq = NOW_US
-if seq <= (M.seq or 0) then
+if seq <= M.seq then
   seq = M.seq + 1
 end
 set('seq', seq)
@@ -78,7 +78,7 @@ touch_owner(owner, lease_ms) -- a waiter is skipped once its owner stops renewin
 redis.call('RPUSH', K.queue, exec)
 redis.call('HSET', K.waiting, exec, waiting_value(seq, owner))
 if queued == 0 then
-  note_due(M.next_reclaim or NOW) -- the first waiter: a sweeper must watch the deadlines
+  note_due(M.next_reclaim > 0 and M.next_reclaim or NOW) -- the first waiter: a sweeper must watch the deadlines
 end
 flush()
 return { 'queued', 0, seq, str(REPORT) }

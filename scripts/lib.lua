@@ -1,10 +1,13 @@
--- lib.lua: the prelude of every per-action Baton script.
+-- lib.lua: the helpers of every per-action Baton script.
 --
--- scripts.go puts this file in front of each operation script, so every
--- script sees the same key table, clock and invariants. It defines locals
--- and reads the action's meta hash once; it writes nothing by itself.
+-- scripts.go builds one Redis Function library from this file and every
+-- operation file: each operation becomes a function that calls begin() and
+-- then runs its file's body, so the helpers are defined once, when the
+-- library is loaded. Where Functions are missing (miniredis) each operation
+-- runs as an EVAL script: this file, then the body wrapped the same way.
+-- begin() reads the clock and the action's meta once; nothing here writes by itself.
 --
--- Every per-action script declares the same seven KEYS, all sharing the
+-- Every per-action operation declares the same seven KEYS, all sharing the
 -- action's hash tag {<ref>}:
 --   KEYS[1] queue    LIST  waiting execution IDs, oldest first
 --   KEYS[2] waiting  HASH  execution ID -> <seq: 9 base-62 digits><owner>
@@ -12,8 +15,8 @@
 --   KEYS[4] holders  HASH  execution ID -> "<fence>:<owner>:<since ms>:<seq>:<state>"
 --                          state: g = granted (its token may not be read yet), h = held
 --   KEYS[5] owners   ZSET  owner (one Coordinator) -> liveness deadline (ms)
---   KEYS[6] meta     HASH  limit, limit_source, policy_version, fence, seq,
---                          next_reclaim, indexed_due and the totals
+--   KEYS[6] meta     HASH  state (policy_version, limit, seq, fence, next_reclaim,
+--                          indexed_due), totals (the counters), limit_source
 --   KEYS[7] waits    HASH  wait-time histogram: le_<ms> buckets (their sum is the count), sum_us
 -- ARGV[1] is the action's base ("<prefix>:{<ref>}:"); grant keys of waiters
 -- are built from it (same hash tag). Each script's own ARGV start at 2.
@@ -32,12 +35,6 @@
 --     one when needed so that it is strictly increasing per action: it is
 --     both the FIFO order and the enqueue timestamp.
 
-local K = {
-  queue = KEYS[1], waiting = KEYS[2], running = KEYS[3], holders = KEYS[4],
-  owners = KEYS[5], meta = KEYS[6], waits = KEYS[7],
-}
-local BASE = ARGV[1]
-
 -- Removal tokens nobody reads (their waiter already knows) vanish after this.
 local TOKEN_TTL_MS = 60000
 -- At most this many dead waiters are dropped per call; the rest are left to the sweeper.
@@ -47,70 +44,129 @@ local MAX_RECLAIM = 1000
 -- next_reclaim when nothing runs.
 local NEVER = 1e15
 
-local TIME = redis.call('TIME')
-local NOW_US = tonumber(TIME[1]) * 1000000 + tonumber(TIME[2])
-local NOW = math.floor(NOW_US / 1000)
+-- The action's numbers live in two fields of meta, each one readable string
+-- (docs/keys.md): "state" (policy_version, limit, seq, fence, next_reclaim,
+-- indexed_due) and "totals" (the counters). They are read with one HMGET into
+-- M and written back by flush() with one HSET: far cheaper than a field each.
+local STATE_FMT = 'policy_version:%d limit:%d seq:%d fence:%d next_reclaim:%d indexed_due:%d'
+local STATE_PAT = '^policy_version:(-?%d+) limit:(-?%d+) seq:(%d+) fence:(%d+) next_reclaim:(%d+) indexed_due:(%d+)$'
+local TOTALS_FMT = 'enqueued:%d admitted:%d completed:%d timed_out:%d canceled:%d rejected:%d reclaimed:%d abandoned:%d'
+local TOTALS_PAT = '^enqueued:(%d+) admitted:(%d+) completed:(%d+) timed_out:(%d+) canceled:(%d+) rejected:(%d+) reclaimed:(%d+) abandoned:(%d+)$'
 
--- The numeric meta fields, read once; changes are written back by flush().
-local FIELDS = { 'policy_version', 'limit', 'seq', 'fence', 'next_reclaim', 'indexed_due',
-  'enqueued', 'admitted', 'completed', 'timed_out', 'canceled', 'rejected', 'reclaimed', 'abandoned' }
-local M, DIRTY = {}, {}
-do
-  local v = redis.call('HMGET', K.meta, unpack(FIELDS))
-  for i, f in ipairs(FIELDS) do
-    M[f] = tonumber(v[i])
+-- The state of one call, set by begin(). As a Redis Function library these
+-- helpers are defined once and the state is reset on every call; as an EVAL
+-- script the whole file runs each time.
+local K, BASE       -- the action's keys and base
+local NOW_US, NOW   -- the Redis clock (µs, ms)
+local M             -- the action's numbers (see flush)
+local FRESH         -- the action has no state in Redis yet
+local DIRTY         -- M changed
+local LIMIT         -- the limit in force
+local REPORT        -- due time the caller must add to the sweep index (0: none)
+local ALIVE         -- owner -> liveness deadline, cached for this call
+
+local function begin(keys, argv)
+  K = {
+    queue = keys[1], waiting = keys[2], running = keys[3], holders = keys[4],
+    owners = keys[5], meta = keys[6], waits = keys[7],
+  }
+  BASE = argv[1]
+  local t = redis.call('TIME')
+  NOW_US = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  NOW = math.floor(NOW_US / 1000)
+  M = {
+    policy_version = -1, limit = -1, seq = 0, fence = 0, next_reclaim = 0, indexed_due = 0,
+    enqueued = 0, admitted = 0, completed = 0, timed_out = 0, canceled = 0, rejected = 0, reclaimed = 0, abandoned = 0,
+  }
+  FRESH, DIRTY, REPORT, ALIVE = true, false, 0, {}
+  local v = redis.call('HMGET', K.meta, 'state', 'totals')
+  if v[1] then
+    local a, b, c, d, e, f = string.match(v[1], STATE_PAT)
+    if a then
+      FRESH = false
+      M.policy_version, M.limit, M.seq, M.fence = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+      M.next_reclaim, M.indexed_due = tonumber(e), tonumber(f)
+    end
   end
+  if v[2] then
+    local a, b, c, d, e, f, g, h = string.match(v[2], TOTALS_PAT)
+    if a then
+      M.enqueued, M.admitted, M.completed, M.timed_out = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+      M.canceled, M.rejected, M.reclaimed, M.abandoned = tonumber(e), tonumber(f), tonumber(g), tonumber(h)
+    end
+  end
+  LIMIT = M.limit
 end
-local LIMIT = M.limit or -1
-local REPORT = 0 -- due time the caller must add to the sweep index (0: none)
 
--- str renders an integer-valued number without exponent (Lua prints 1e15 as 1e+15).
+-- str renders an integer-valued number without exponent or decimals.
 local function str(n)
-  return string.format('%.0f', n)
+  return string.format('%d', n)
 end
 
 local function set(f, n)
   M[f] = n
-  DIRTY[f] = true
+  DIRTY = true
 end
 
 local function bump(f, n)
-  set(f, (M[f] or 0) + (n or 1))
+  M[f] = M[f] + (n or 1)
+  DIRTY = true
 end
 
--- flush writes every changed meta field in one HSET.
+-- flush writes the changed numbers back in one HSET.
 local function flush()
-  local args = {}
-  for f in pairs(DIRTY) do
-    args[#args + 1] = f
-    args[#args + 1] = str(M[f])
-  end
-  if #args > 0 then
-    redis.call('HSET', K.meta, unpack(args))
+  if DIRTY then
+    redis.call('HSET', K.meta,
+      'state', string.format(STATE_FMT, M.policy_version, M.limit, M.seq, M.fence, M.next_reclaim, M.indexed_due),
+      'totals', string.format(TOTALS_FMT, M.enqueued, M.admitted, M.completed, M.timed_out, M.canceled,
+        M.rejected, M.reclaimed, M.abandoned))
   end
 end
 
-local B62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
+-- Base-62 digits: 0-9 A-Z a-z, as bytes.
+local function b62c(d)
+  if d < 10 then
+    return d + 48
+  elseif d < 36 then
+    return d + 55
+  end
+  return d + 61
+end
+
+local function b62v(b)
+  if b >= 97 then
+    return b - 61
+  elseif b >= 65 then
+    return b - 55
+  end
+  return b - 48
+end
 
 -- waiting_value packs a waiter: its seq as 9 base-62 digits, then its owner
 -- (12 bytes with a 3-character owner: the allocator's 16-byte class).
 local function waiting_value(seq, owner)
   local n = tonumber(seq)
-  local digits = {}
+  local d = {}
   for i = 9, 1, -1 do
-    local d = n % 62
-    digits[i] = string.sub(B62, d + 1, d + 1)
-    n = (n - d) / 62
+    local r = n % 62
+    d[i] = b62c(r)
+    n = (n - r) / 62
   end
-  return table.concat(digits) .. owner
+  return string.char(d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9]) .. owner
 end
 
 -- parse_waiting returns the decimal seq and the owner of a waiting value.
 local function parse_waiting(v)
-  local n = 0
-  for i = 1, 9 do
-    n = n * 62 + string.find(B62, string.sub(v, i, i), 1, true) - 1
-  end
+  local b1, b2, b3, b4, b5, b6, b7, b8, b9 = string.byte(v, 1, 9)
+  local n = b62v(b1)
+  n = n * 62 + b62v(b2)
+  n = n * 62 + b62v(b3)
+  n = n * 62 + b62v(b4)
+  n = n * 62 + b62v(b5)
+  n = n * 62 + b62v(b6)
+  n = n * 62 + b62v(b7)
+  n = n * 62 + b62v(b8)
+  n = n * 62 + b62v(b9)
   return str(n), string.sub(v, 10)
 end
 
@@ -131,11 +187,8 @@ local function push_token(owner, exec, token)
 end
 
 local function parse_holder(h)
-  local f = {}
-  for part in string.gmatch(h, '[^:]+') do
-    f[#f + 1] = part
-  end
-  return { fence = f[1], owner = f[2], since = f[3], seq = f[4], state = f[5] }
+  local fence, owner, since, seq, state = string.match(h, '^([^:]*):([^:]*):([^:]*):([^:]*):([^:]*)$')
+  return { fence = fence, owner = owner, since = since, seq = seq, state = state }
 end
 
 local function holder_value(fence, owner, since, seq, state)
@@ -146,7 +199,7 @@ end
 -- newer than the one the action last saw; it reports whether it did.
 local function adopt_policy(version, limit, source)
   local v = tonumber(version)
-  if v == nil or v <= (M.policy_version or -1) then
+  if v == nil or v <= M.policy_version then
     return false
   end
   set('policy_version', v)
@@ -156,7 +209,6 @@ local function adopt_policy(version, limit, source)
   return true
 end
 
-local ALIVE = {} -- owner -> deadline, cached for this call
 local function owner_deadline(owner)
   local d = ALIVE[owner]
   if d == nil then
@@ -172,39 +224,77 @@ end
 
 local function touch_owner(owner, lease_ms)
   local d = NOW + tonumber(lease_ms)
-  redis.call('ZADD', K.owners, d, owner)
+  redis.call('ZADD', K.owners, str(d), owner)
   ALIVE[owner] = d
 end
 
-local WAIT_BUCKETS_MS = { 1, 5, 10, 50, 100, 500, 1000, 5000, 10000, 60000 }
-
 local function observe_wait(seq)
-  local wait_us = NOW_US - tonumber(seq)
-  if wait_us < 0 then
-    wait_us = 0
+  local w = NOW_US - tonumber(seq)
+  if w < 0 then
+    w = 0
   end
-  local bucket = 'le_inf'
-  for _, b in ipairs(WAIT_BUCKETS_MS) do
-    if wait_us <= b * 1000 then
-      bucket = 'le_' .. b
-      break
-    end
+  local b
+  if w <= 1000 then
+    b = 'le_1'
+  elseif w <= 5000 then
+    b = 'le_5'
+  elseif w <= 10000 then
+    b = 'le_10'
+  elseif w <= 50000 then
+    b = 'le_50'
+  elseif w <= 100000 then
+    b = 'le_100'
+  elseif w <= 500000 then
+    b = 'le_500'
+  elseif w <= 1000000 then
+    b = 'le_1000'
+  elseif w <= 5000000 then
+    b = 'le_5000'
+  elseif w <= 10000000 then
+    b = 'le_10000'
+  elseif w <= 60000000 then
+    b = 'le_60000'
+  else
+    b = 'le_inf'
   end
-  redis.call('HINCRBY', K.waits, bucket, 1) -- the count is the sum of the buckets
-  redis.call('HINCRBY', K.waits, 'sum_us', str(wait_us))
+  redis.call('HINCRBY', K.waits, b, 1) -- the count is the sum of the buckets
+  redis.call('HINCRBY', K.waits, 'sum_us', str(w))
 end
 
--- lower_reclaim keeps next_reclaim a lower bound after a deadline d was set.
+
+
+-- note_due records that the action may need a sweeper at d (ms). Only a
+-- time earlier than the one already recorded (or a stale one) reaches the
+-- caller, which adds it to the cross-slot sweep index: the index is written
+-- rarely.
+local function note_due(d)
+  if d == 0 or d >= NEVER then
+    return
+  end
+  local indexed = M.indexed_due
+  if indexed == 0 or d < indexed or indexed < NOW - 5000 then
+    set('indexed_due', d)
+    if REPORT == 0 or d < REPORT then
+      REPORT = d
+    end
+  end
+end
+
+-- lower_reclaim keeps next_reclaim a lower bound after a deadline d was
+-- set, and tells the sweep index when d comes before the time it holds (a
+-- grant's deadline while others wait must be looked at, even if no other
+-- call on the action comes).
 local function lower_reclaim(d)
-  if M.next_reclaim ~= nil and d < M.next_reclaim then
+  if M.next_reclaim > 0 and d < M.next_reclaim then
     set('next_reclaim', d)
   end
+  note_due(d)
 end
 
 -- admit records exec as holding a slot until deadline and returns its fencing token.
 local function admit(exec, owner, seq, deadline, state)
   bump('fence')
-  redis.call('ZADD', K.running, deadline, exec)
+  redis.call('ZADD', K.running, str(deadline), exec)
   redis.call('HSET', K.holders, exec, holder_value(str(M.fence), owner, str(NOW), seq, state))
   bump('admitted')
   observe_wait(seq)
@@ -239,7 +329,7 @@ end
 --   granted (g), token read: delivered; it becomes a lease until the
 --     owner's liveness deadline while the owner lives, else reclaimed.
 local function reclaim(force)
-  if not force and NOW < (M.next_reclaim or 0) then
+  if not force and NOW < M.next_reclaim then
     return 0
   end
   local expired = redis.call('ZRANGEBYSCORE', K.running, '-inf', NOW, 'LIMIT', 0, MAX_RECLAIM)
@@ -260,7 +350,7 @@ local function reclaim(force)
         freed = freed + 1
       elseif owner_alive(hv.owner) then
         redis.call('HSET', K.holders, exec, holder_value(hv.fence, hv.owner, hv.since, hv.seq, 'h'))
-        redis.call('ZADD', K.running, owner_deadline(hv.owner), exec)
+        redis.call('ZADD', K.running, str(owner_deadline(hv.owner)), exec)
       else
         drop_holder(exec)
         bump('reclaimed')
@@ -278,23 +368,6 @@ local function reclaim(force)
     set('next_reclaim', #first == 0 and NEVER or tonumber(first[2]))
   end
   return freed
-end
-
--- note_due records that the action may need a sweeper at d (ms). Only a
--- time earlier than the one already recorded (or a stale one) reaches the
--- caller, which adds it to the cross-slot sweep index: the index is written
--- rarely.
-local function note_due(d)
-  if d == 0 or d >= NEVER then
-    return
-  end
-  local indexed = M.indexed_due or 0
-  if indexed == 0 or d < indexed or indexed < NOW - 5000 then
-    set('indexed_due', d)
-    if REPORT == 0 or d < REPORT then
-      REPORT = d
-    end
-  end
 end
 
 -- grant_waiters hands free slots to the oldest waiters of live owners, in
@@ -342,7 +415,7 @@ end
 
 -- settle reclaims once next_reclaim has come and grants what that freed.
 local function settle(ack_ms)
-  if NOW >= (M.next_reclaim or 0) and reclaim(false) > 0 then
+  if NOW >= M.next_reclaim and reclaim(false) > 0 then
     grant_waiters(ack_ms)
   end
 end
@@ -353,7 +426,10 @@ local function due_after()
   if redis.call('LLEN', K.queue) == 0 then
     return 0
   end
-  return M.next_reclaim or NOW
+  if M.next_reclaim > 0 then
+    return M.next_reclaim
+  end
+  return NOW
 end
 
 -- remove_waiter takes a waiting execution out of the queue and tells its waiter why.
@@ -395,7 +471,7 @@ local function check_waiter(exec, seq, owner, lease_ms)
         redis.call('LREM', grant_key(owner, exec), 1, grant_token(hv.seq, hv.fence))
         redis.call('HSET', K.holders, exec, holder_value(hv.fence, owner, hv.since, hv.seq, 'h'))
       end
-      redis.call('ZADD', K.running, NOW + tonumber(lease_ms), exec)
+      redis.call('ZADD', K.running, str(NOW + tonumber(lease_ms)), exec)
       return 'g', tonumber(hv.fence)
     end
   end

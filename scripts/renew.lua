@@ -35,7 +35,7 @@ for i = 10, #ARGV, 2 do
       if hv.state == 'g' then
         redis.call('HSET', K.holders, exec, holder_value(hv.fence, owner, hv.since, hv.seq, 'h'))
       end
-      redis.call('ZADD', K.running, NOW + lease_ms, exec)
+      redis.call('ZADD', K.running, str(NOW + lease_ms), exec)
       kept = true
     end
   end

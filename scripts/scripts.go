@@ -6,17 +6,23 @@
 // file opens with its KEYS, ARGV and reply. Every script touches only keys
 // that share the action's hash tag, so it runs unchanged on Redis Cluster.
 //
-// Scripts run through a Runner: the Coordinator's batcher, which pipelines
-// concurrent calls, or Direct for a plain client. Both send EVALSHA and fall
-// back to EVAL on NOSCRIPT, so a restarted or failed-over Redis reloads them
-// without help.
+// The per-action operations form one Redis Function library (Library): the
+// shared helpers are defined once, when it is loaded, not on every call.
+// Scripts run through a Runner: a Batcher, which pipelines concurrent calls
+// and uses FCALL where Redis has Functions (loading the library when a node
+// lacks it, as after a restart), or Direct for a plain client. Without
+// Functions (miniredis) the same code runs as EVAL scripts: EVALSHA, with
+// EVAL on NOSCRIPT.
 package scripts
 
 import (
 	"context"
+	"crypto/sha1"
 	"embed"
+	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,31 +33,48 @@ import (
 //go:embed *.lua
 var files embed.FS
 
-// Script is one Lua script. Its fields are unexported: callers use the
+// Script is one operation. Its fields are unexported: callers use the
 // typed functions of this package.
 type Script struct {
 	name string
-	s    *redis.Script
+	s    *redis.Script // the EVAL form
+	fn   string        // its function in the library ("" for claim_due)
 }
 
 // Name is the operation's name ("enqueue").
 func (s *Script) Name() string { return s.name }
 
-// Hash is the script's SHA1, as EVALSHA takes it.
+// Hash is the SHA1 of the script's EVAL form, as EVALSHA takes it.
 func (s *Script) Hash() string { return s.s.Hash() }
 
-// Load puts the script in Redis's script cache.
+// Function is the name of the operation's Redis Function ("" if none).
+func (s *Script) Function() string { return s.fn }
+
+// Load puts the script's EVAL form in Redis's script cache.
 func (s *Script) Load(ctx context.Context, c redis.Scripter) error { return s.s.Load(ctx, c).Err() }
 
-// EvalSha queues the script on a pipeline (it fails with NOSCRIPT if the
-// script is not loaded; Run on that error reloads it).
-func (s *Script) EvalSha(ctx context.Context, p redis.Pipeliner, keys []string, args ...any) *redis.Cmd {
-	return s.s.EvalSha(ctx, p, keys, args...)
-}
-
-// Run runs the script on c, loading it on NOSCRIPT.
+// Run runs the script's EVAL form on c, loading it on NOSCRIPT.
 func (s *Script) Run(ctx context.Context, c redis.Scripter, keys []string, args ...any) (any, error) {
 	return s.s.Run(ctx, c, keys, args...).Result()
+}
+
+// actionOps are the per-action operations, each a file with lib.lua's helpers.
+var actionOps = []string{"enqueue", "release", "cancel", "timeout", "renew", "reconcile", "sweep", "apply_policy", "stats", "state"}
+
+// Library is the Redis Function library of every per-action operation:
+// lib.lua once, then one function per operation. Its name carries a hash of
+// its code, so processes of different versions can share one Redis.
+var Library, LibraryName = buildLibrary()
+
+func buildLibrary() (code, name string) {
+	var b strings.Builder
+	b.WriteString(read("lib.lua"))
+	for _, op := range actionOps {
+		fmt.Fprintf(&b, "\nredis.register_function('%%s_%s', function(KEYS, ARGV)\nbegin(KEYS, ARGV)\n%s\nend)\n", op, read(op+".lua"))
+	}
+	sum := sha1.Sum([]byte(b.String()))
+	name = "baton_" + hex.EncodeToString(sum[:6])
+	return "#!lua name=" + name + "\n" + strings.ReplaceAll(b.String(), "'%s_", "'"+name+"_"), name
 }
 
 var (
@@ -73,7 +96,11 @@ var (
 var All = []*Script{enqueue, release, cancel, timeout, renew, reconcile, sweep, applyPolicy, stats, state, claimDue}
 
 func action(name string) *Script {
-	return &Script{name: name, s: redis.NewScript(read("lib.lua") + "\n" + read(name+".lua"))}
+	return &Script{
+		name: name,
+		s:    redis.NewScript(read("lib.lua") + "\nbegin(KEYS, ARGV)\n" + read(name+".lua")),
+		fn:   LibraryName + "_" + name,
+	}
 }
 
 func read(name string) string {
@@ -89,7 +116,7 @@ type Runner interface {
 	RunScript(ctx context.Context, s *Script, keys []string, args []any) (any, error)
 }
 
-// Direct runs scripts on a client, one call per round trip.
+// Direct runs scripts on a client with EVALSHA, one call per round trip.
 func Direct(c redis.Scripter) Runner { return direct{c} }
 
 type direct struct{ c redis.Scripter }
@@ -183,7 +210,7 @@ func EnqueueAll(ctx context.Context, rdb redis.UniversalClient, actions []keys.A
 		calls[i] = &scriptCall{s: enqueue, keys: actions[i].List, args: append([]any{actions[i].Base, a.Execution, a.Owner,
 			a.MaxQueue, ms(a.LeaseTTL), ms(a.AckTimeout)}, a.Policy.args()...)}
 	}
-	runPipeline(ctx, rdb, calls)
+	runPipeline(ctx, rdb, calls, false)
 	replies := make([]EnqueueReply, len(args))
 	errs := make([]error, len(args))
 	for i, c := range calls {
@@ -376,7 +403,7 @@ func SweepAll(ctx context.Context, rdb redis.UniversalClient, actions []keys.Act
 	for i, k := range actions {
 		calls[i] = &scriptCall{s: sweep, keys: k.List, args: []any{k.Base, ms(ackTimeout)}}
 	}
-	runPipeline(ctx, rdb, calls)
+	runPipeline(ctx, rdb, calls, false)
 	replies := make([]SweepReply, len(actions))
 	errs := make([]error, len(actions))
 	for i, c := range calls {
@@ -410,7 +437,7 @@ type StatsReply struct {
 	HeadSeq int64
 	// Now is the Redis clock, in ms.
 	Now int64
-	// Meta and Waits are the action's meta and histogram hashes.
+	// Meta holds the counters (enqueued, admitted, ...); Waits the histogram hash.
 	Meta, Waits map[string]string
 }
 

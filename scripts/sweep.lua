@@ -9,10 +9,10 @@
 -- due time (0: nothing pending), which the sweeper puts back in the index.
 local ack_ms = ARGV[2]
 
-local before = (M.reclaimed or 0) + (M.abandoned or 0)
+local before = M.reclaimed + M.abandoned
 redis.call('ZREMRANGEBYSCORE', K.owners, '-inf', NOW)
 reclaim(true)
-local reclaimed = (M.reclaimed or 0) + (M.abandoned or 0) - before
+local reclaimed = M.reclaimed + M.abandoned - before
 local granted, abandoned = grant_waiters(ack_ms)
 local due = due_after()
 if due > 0 and REPORT > 0 and REPORT < due then

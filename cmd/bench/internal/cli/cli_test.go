@@ -105,7 +105,7 @@ func TestThroughputOnRedisWithProcessesAndBaseline(t *testing.T) {
 	}
 	// Every admission runs one enqueue and one release script.
 	per := m["commands_per_admission"].(map[string]any)
-	if per["evalsha:enqueue"] != 1.0 || per["evalsha:release"] != 1.0 {
+	if per["script:enqueue"] != 1.0 || per["script:release"] != 1.0 {
 		t.Errorf("commands per admission %v", per)
 	}
 	base := m["baseline_polling"].(map[string]any)

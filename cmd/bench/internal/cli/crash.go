@@ -29,11 +29,11 @@ func runCrash(ctx context.Context, f *Flags, e *env, stderr io.Writer) (*report.
 	defer e.cleanup(rdb)
 	// The parent sweeps too, so that the dead process's leftovers are found
 	// even after every survivor has finished.
-	c, err := loadgen.NewCoordinator(ctx, rdb, f.coordinatorOptions(e.prefix))
+	c, closeC, err := loadgen.NewCoordinator(ctx, rdb, nil, f.coordinatorOptions(e.prefix))
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer closeC()
 	if err := setLimits(ctx, c, wl.Refs(), wl.Limit); err != nil {
 		return nil, err
 	}

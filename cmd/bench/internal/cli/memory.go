@@ -21,20 +21,21 @@ import (
 // characters, the length of the short ID a Coordinator reserves in Redis.
 const fixtureOwner = "fx1"
 
-// controlCoordinator is a Coordinator that does no background sweeping.
-func controlCoordinator(ctx context.Context, f *Flags, e *env, pool int) (*redis.Client, *coordinator.Coordinator, error) {
+// controlCoordinator is a Coordinator that does no background sweeping;
+// closeC closes it.
+func controlCoordinator(ctx context.Context, f *Flags, e *env, pool int) (*redis.Client, *coordinator.Coordinator, func(), error) {
 	rdb, _, err := loadgen.Connect(e.url, pool)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	opts := f.coordinatorOptions(e.prefix)
 	opts.SweepInterval = -1
-	c, err := loadgen.NewCoordinator(ctx, rdb, opts)
+	c, closeC, err := loadgen.NewCoordinator(ctx, rdb, nil, opts)
 	if err != nil {
 		rdb.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return rdb, c, nil
+	return rdb, c, closeC, nil
 }
 
 // enqueuer returns a fixture Enqueuer that passes the current policy.
@@ -49,13 +50,13 @@ func enqueuer(ctx context.Context, c *coordinator.Coordinator, rdb *redis.Client
 
 func runMemory(ctx context.Context, f *Flags, e *env) (*report.Report, error) {
 	r := e.newReport("memory")
-	rdb, c, err := controlCoordinator(ctx, f, e, 128)
+	rdb, c, closeC, err := controlCoordinator(ctx, f, e, 128)
 	if err != nil {
 		return nil, err
 	}
 	defer rdb.Close()
 	defer e.cleanup(rdb)
-	defer c.Close()
+	defer closeC()
 	m := &report.Memory{Queued: f.Queued, IDBytes: f.IDBytes}
 	r.Memory = m
 

@@ -17,13 +17,13 @@ import (
 // whose holder's lease just expired.
 func runSweep(ctx context.Context, f *Flags, e *env, stderr io.Writer) (*report.Report, error) {
 	r := e.newReport("sweep")
-	rdb, c, err := controlCoordinator(ctx, f, e, 16)
+	rdb, c, closeC, err := controlCoordinator(ctx, f, e, 16)
 	if err != nil {
 		return nil, err
 	}
 	defer rdb.Close()
 	defer e.cleanup(rdb)
-	defer c.Close()
+	defer closeC()
 	s := &report.Sweep{IdleActions: f.IdleActions, Queued: f.Queued, Due: f.Due}
 	r.Sweep = s
 

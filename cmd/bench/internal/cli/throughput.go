@@ -56,11 +56,11 @@ func runThroughput(ctx context.Context, f *Flags, e *env, stderr io.Writer) (*re
 	if wl.Processes > 1 {
 		copts.SweepInterval = -1 // the parent only sets limits; the children sweep
 	}
-	c, err := loadgen.NewCoordinator(ctx, rdb, copts)
+	c, closeC, err := loadgen.NewCoordinator(ctx, rdb, counter, copts)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer closeC()
 	if err := setLimits(ctx, c, wl.Refs(), wl.Limit); err != nil {
 		return nil, err
 	}

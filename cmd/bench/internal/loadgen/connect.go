@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -36,12 +37,15 @@ func CheckLoopback(redisURL string) error {
 	return nil
 }
 
-// ScriptNames maps the SHA1 of every Baton script to its name, so that a
-// Counter names EVALSHA calls ("evalsha:enqueue").
+// ScriptNames maps the SHA1 and the Function name of every Baton script to
+// its name, so that a Counter names script calls ("script:enqueue").
 func ScriptNames() map[string]string {
 	out := map[string]string{}
 	for _, s := range scripts.All {
 		out[s.Hash()] = s.Name()
+		if s.Function() != "" {
+			out[s.Function()] = s.Name()
+		}
 	}
 	return out
 }
@@ -75,28 +79,40 @@ type CoordinatorOptions struct {
 
 // NewCoordinator starts a Coordinator on rdb, loads the policies and the
 // scripts, so that the first admission neither runs on stale limits nor
-// pays for a script load.
-func NewCoordinator(ctx context.Context, rdb *redis.Client, o CoordinatorOptions) (*coordinator.Coordinator, error) {
-	c, err := coordinator.New(rdb, coordinator.Options{
+// pays for a script load. Its blocking waits get a client of their own
+// (rdb's options, no retries) that counter, when not nil, counts too.
+// closeAll closes the Coordinator and that client.
+func NewCoordinator(ctx context.Context, rdb *redis.Client, counter *redisstats.Counter, o CoordinatorOptions) (c *coordinator.Coordinator, closeAll func(), err error) {
+	wo := *rdb.Options()
+	wo.MaxRetries = -1
+	wo.PoolSize = cmp.Or(o.MaxWaitConns, coordinator.DefaultMaxWaitConns)
+	wait := redis.NewClient(&wo)
+	if counter != nil {
+		wait.AddHook(counter)
+	}
+	c, err = coordinator.New(rdb, coordinator.Options{
 		Prefix:         o.Prefix,
 		LeaseTTL:       o.LeaseTTL,
 		AckTimeout:     o.AckTimeout,
 		SweepInterval:  o.SweepInterval,
 		MaxWaitConns:   o.MaxWaitConns,
 		MaxQueueLength: -1,
+		WaitClient:     wait,
 	})
 	if err != nil {
-		return nil, err
+		wait.Close()
+		return nil, nil, err
 	}
+	closeAll = func() { c.Close(); wait.Close() }
 	if _, err := c.Policies(ctx); err != nil {
-		c.Close()
-		return nil, err
+		closeAll()
+		return nil, nil, err
 	}
 	if err := c.Ready(ctx); err != nil {
-		c.Close()
-		return nil, err
+		closeAll()
+		return nil, nil, err
 	}
-	return c, nil
+	return c, closeAll, nil
 }
 
 // PoolSize is the connection pool a process with n clients on a actions

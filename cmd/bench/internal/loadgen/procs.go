@@ -42,11 +42,11 @@ func RunChild(spec Spec, in io.Reader, out io.Writer) error {
 		return err
 	}
 	defer rdb.Close()
-	c, err := NewCoordinator(ctx, rdb, spec.Coordinator)
+	c, closeC, err := NewCoordinator(ctx, rdb, counter, spec.Coordinator)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer closeC()
 
 	w := &eventWriter{w: bufio.NewWriter(out)}
 	w.emit(Event{Kind: KindReady, Process: spec.Config.Process})

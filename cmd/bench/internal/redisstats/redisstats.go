@@ -141,8 +141,10 @@ func ServerVersion(ctx context.Context, rdb redis.UniversalClient) string {
 
 // Counts is what a Counter saw.
 type Counts struct {
-	// Commands maps a command name to how many were sent; EVALSHA and EVAL
-	// are named by script ("evalsha:enqueue") when the script is known.
+	// Commands maps a command name to how many were sent. Calls of a known
+	// script are named "script:<name>" whatever their form (EVALSHA or
+	// FCALL); BLPOP replies that brought a grant key's token add
+	// "blpop:token".
 	Commands map[string]int64 `json:"commands"`
 	// RoundTrips counts single commands plus pipelines (one each).
 	RoundTrips int64 `json:"round_trips"`
@@ -150,11 +152,13 @@ type Counts struct {
 	Connections int64 `json:"connections"`
 }
 
-// Total sums every command.
+// Total sums every command (blpop:token counts replies, not commands).
 func (c Counts) Total() int64 {
 	var n int64
-	for _, v := range c.Commands {
-		n += v
+	for k, v := range c.Commands {
+		if k != "blpop:token" {
+			n += v
+		}
 	}
 	return n
 }
@@ -187,14 +191,14 @@ func (c Counts) Sub(before Counts) Counts {
 // Counter is a go-redis hook that counts the commands and round trips one
 // client sends. It is safe for concurrent use.
 type Counter struct {
-	scripts map[string]string // SHA1 -> script name
+	scripts map[string]string // SHA1 or function name -> script name
 
 	mu     sync.Mutex
 	counts Counts
 }
 
-// NewCounter returns a Counter that names EVALSHA calls by the scripts in
-// shas (SHA1 -> name).
+// NewCounter returns a Counter that names script calls by the scripts in
+// shas (EVALSHA's SHA1, or FCALL's function name -> script name).
 func NewCounter(shas map[string]string) *Counter {
 	return &Counter{scripts: shas, counts: Counts{Commands: map[string]int64{}}}
 }
@@ -208,16 +212,19 @@ func (c *Counter) Snapshot() Counts {
 	return out
 }
 
-// Name is how the Counter names a command: its lower-case name, with the
-// script's name appended for EVALSHA (by SHA1) and EVAL (by body hash).
+// Name is how the Counter names a command: its lower-case name, or
+// "script:<name>" for EVALSHA (by SHA1) and FCALL (by function) of a known script.
 func (c *Counter) Name(args []any) string {
 	if len(args) == 0 {
 		return "?"
 	}
 	name := strings.ToLower(fmt.Sprint(args[0]))
-	if (name == "evalsha" || name == "evalsha_ro") && len(args) > 1 {
-		if s, ok := c.scripts[fmt.Sprint(args[1])]; ok {
-			return name + ":" + s
+	switch name {
+	case "evalsha", "evalsha_ro", "fcall", "fcall_ro":
+		if len(args) > 1 {
+			if s, ok := c.scripts[fmt.Sprint(args[1])]; ok {
+				return "script:" + s
+			}
 		}
 	}
 	return name
@@ -260,7 +267,15 @@ func (c *Counter) DialHook(next redis.DialHook) redis.DialHook {
 func (c *Counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		c.record([]redis.Cmder{cmd})
-		return next(ctx, cmd)
+		err := next(ctx, cmd)
+		if s, ok := cmd.(*redis.StringSliceCmd); ok && err == nil && strings.EqualFold(cmd.Name(), "blpop") {
+			if v := s.Val(); len(v) == 2 && strings.Contains(v[0], ":grant:") {
+				c.mu.Lock()
+				c.counts.Commands["blpop:token"]++
+				c.mu.Unlock()
+			}
+		}
+		return err
 	}
 }
 

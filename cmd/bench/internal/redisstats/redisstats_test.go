@@ -69,7 +69,7 @@ func TestCounterCountsCommandsAndRoundTrips(t *testing.T) {
 	if got.RoundTrips != 4 {
 		t.Errorf("round trips %d, want 4 (load, ping, evalsha, one pipeline)", got.RoundTrips)
 	}
-	if got.Commands["evalsha:one"] != 1 || got.Commands["incr"] != 2 || got.Commands["ping"] != 1 {
+	if got.Commands["script:one"] != 1 || got.Commands["incr"] != 2 || got.Commands["ping"] != 1 {
 		t.Errorf("commands %v", got.Commands)
 	}
 	sum := got.Add(Counts{Commands: map[string]int64{"ping": 2}, RoundTrips: 2})

@@ -51,16 +51,18 @@ func NewLoad(limiter string, s metrics.Summary, client redisstats.Counts, info r
 }
 
 // splitAdmissions attributes round trips to the two kinds of admission.
-// Every queued admission is acknowledged once (evalsha:ack), so the rest were
-// fast. A fast admission costs its enqueue round trip; every other round
-// trip except releases is charged to the queued admissions.
+// Every queued admission is delivered by one BLPOP reply that brings its
+// grant's token (blpop:token; removals also bring tokens, rarely in a load
+// run), so the rest were fast. A fast admission costs its enqueue round
+// trip; every other round trip except releases is charged to the queued
+// admissions.
 func splitAdmissions(admitted int, c redisstats.Counts) (fast int, perQueued float64) {
-	queued := int(c.Commands["evalsha:ack"] + c.Commands["eval:ack"])
+	queued := min(admitted, int(c.Commands["blpop:token"]))
 	fast = max(0, admitted-queued)
 	if queued == 0 {
 		return fast, 0
 	}
-	releases := c.Commands["evalsha:release"] + c.Commands["eval:release"]
+	releases := c.Commands["script:release"]
 	rest := c.RoundTrips - releases - int64(fast)
 	return fast, float64(rest) / float64(queued)
 }

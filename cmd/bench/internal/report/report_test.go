@@ -13,12 +13,13 @@ import (
 )
 
 func TestNewLoadAttributesRoundTrips(t *testing.T) {
-	// 10 admissions: 6 fast (one enqueue each), 4 queued (enqueue, BLPOP,
-	// ack each), 10 releases, plus 2 heartbeats and 2 sweep-index ZADDs.
+	// 10 admissions: 6 fast (one enqueue each), 4 queued (enqueue, and a
+	// BLPOP that brings the grant's token, plus one empty BLPOP round), 10
+	// releases, plus 2 heartbeats and 2 sweep-index ZADDs.
 	c := redisstats.Counts{
 		Commands: map[string]int64{
-			"evalsha:enqueue": 10, "blpop": 4, "evalsha:ack": 4, "evalsha:release": 10,
-			"evalsha:renew": 2, "zadd": 2,
+			"script:enqueue": 10, "blpop": 8, "blpop:token": 4, "script:release": 10,
+			"script:renew": 2, "zadd": 2,
 		},
 		RoundTrips: 32,
 	}
@@ -27,7 +28,7 @@ func TestNewLoadAttributesRoundTrips(t *testing.T) {
 	if l.FastAdmissions != 6 {
 		t.Errorf("fast %d, want 6", l.FastAdmissions)
 	}
-	// Queued: 4 enqueues + 4 BLPOPs + 4 acks + 2 renews + 2 ZADDs = 16 over 4.
+	// Queued: 4 enqueues + 8 BLPOPs + 2 renews + 2 ZADDs = 16 over 4.
 	if l.RoundTripsPerQueuedAdmission != 4 {
 		t.Errorf("per queued %v, want 4", l.RoundTripsPerQueuedAdmission)
 	}
