@@ -15,7 +15,7 @@
 --   KEYS[4] holders  HASH  execution ID -> "<fence>:<owner>:<since ms>:<seq>:<state>"
 --                          state: g = granted (its token may not be read yet), h = held
 --   KEYS[5] owners   ZSET  owner (one Coordinator) -> liveness deadline (ms)
---   KEYS[6] meta     HASH  state (policy_version, limit, seq, fence, next_reclaim,
+--   KEYS[6] meta     HASH  state (policy_version,limit,seq,fence), due (next_reclaim,
 --                          indexed_due), totals (the counters), limit_source
 --   KEYS[7] waits    HASH  wait-time histogram: le_<ms> buckets (their sum is the count), sum_us
 -- ARGV[1] is the action's base ("<prefix>:{<ref>}:"); grant keys of waiters
@@ -44,14 +44,19 @@ local MAX_RECLAIM = 1000
 -- next_reclaim when nothing runs.
 local NEVER = 1e15
 
--- The action's numbers live in two fields of meta, each one readable string
--- (docs/keys.md): "state" (policy_version, limit, seq, fence, next_reclaim,
--- indexed_due) and "totals" (the counters). They are read with one HMGET into
--- M and written back by flush() with one HSET: far cheaper than a field each.
-local STATE_FMT = 'policy_version:%d limit:%d seq:%d fence:%d next_reclaim:%d indexed_due:%d'
-local STATE_PAT = '^policy_version:(-?%d+) limit:(-?%d+) seq:(%d+) fence:(%d+) next_reclaim:(%d+) indexed_due:(%d+)$'
-local TOTALS_FMT = 'enqueued:%d admitted:%d completed:%d timed_out:%d canceled:%d rejected:%d reclaimed:%d abandoned:%d'
-local TOTALS_PAT = '^enqueued:(%d+) admitted:(%d+) completed:(%d+) timed_out:(%d+) canceled:(%d+) rejected:(%d+) reclaimed:(%d+) abandoned:(%d+)$'
+-- The action's numbers live in three fields of meta, each a short
+-- comma-separated list (docs/keys.md): "state" (policy_version, limit, seq,
+-- fence), "due" (next_reclaim, indexed_due) and "totals" (the counters).
+-- They are read with one HMGET into M and the changed ones written back by
+-- flush() with one HSET: far cheaper than a field per number, and short
+-- values keep the hash a listpack.
+local STATE_PAT = '^(-?%d+),(-?%d+),(%d+),(%d+)$'
+local DUE_PAT = '^(%d+),(%d+)$'
+local TOTALS_PAT = '^(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)$'
+local GROUP = {
+  policy_version = 'state', limit = 'state', seq = 'state', fence = 'state',
+  next_reclaim = 'due', indexed_due = 'due',
+}
 
 -- The state of one call, set by begin(). As a Redis Function library these
 -- helpers are defined once and the state is reset on every call; as an EVAL
@@ -60,7 +65,7 @@ local K, BASE       -- the action's keys and base
 local NOW_US, NOW   -- the Redis clock (µs, ms)
 local M             -- the action's numbers (see flush)
 local FRESH         -- the action has no state in Redis yet
-local DIRTY         -- M changed
+local DIRTY         -- the groups of M that changed (see GROUP)
 local LIMIT         -- the limit in force
 local REPORT        -- due time the caller must add to the sweep index (0: none)
 local ALIVE         -- owner -> liveness deadline, cached for this call
@@ -78,18 +83,23 @@ local function begin(keys, argv)
     policy_version = -1, limit = -1, seq = 0, fence = 0, next_reclaim = 0, indexed_due = 0,
     enqueued = 0, admitted = 0, completed = 0, timed_out = 0, canceled = 0, rejected = 0, reclaimed = 0, abandoned = 0,
   }
-  FRESH, DIRTY, REPORT, ALIVE = true, false, 0, {}
-  local v = redis.call('HMGET', K.meta, 'state', 'totals')
+  FRESH, DIRTY, REPORT, ALIVE = true, {}, 0, {}
+  local v = redis.call('HMGET', K.meta, 'state', 'due', 'totals')
   if v[1] then
-    local a, b, c, d, e, f = string.match(v[1], STATE_PAT)
+    local a, b, c, d = string.match(v[1], STATE_PAT)
     if a then
       FRESH = false
       M.policy_version, M.limit, M.seq, M.fence = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
-      M.next_reclaim, M.indexed_due = tonumber(e), tonumber(f)
     end
   end
   if v[2] then
-    local a, b, c, d, e, f, g, h = string.match(v[2], TOTALS_PAT)
+    local a, b = string.match(v[2], DUE_PAT)
+    if a then
+      M.next_reclaim, M.indexed_due = tonumber(a), tonumber(b)
+    end
+  end
+  if v[3] then
+    local a, b, c, d, e, f, g, h = string.match(v[3], TOTALS_PAT)
     if a then
       M.enqueued, M.admitted, M.completed, M.timed_out = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
       M.canceled, M.rejected, M.reclaimed, M.abandoned = tonumber(e), tonumber(f), tonumber(g), tonumber(h)
@@ -105,21 +115,32 @@ end
 
 local function set(f, n)
   M[f] = n
-  DIRTY = true
+  DIRTY[GROUP[f] or 'totals'] = true
 end
 
 local function bump(f, n)
   M[f] = M[f] + (n or 1)
-  DIRTY = true
+  DIRTY[GROUP[f] or 'totals'] = true
 end
 
--- flush writes the changed numbers back in one HSET.
+-- flush writes the changed groups of numbers back in one HSET.
 local function flush()
-  if DIRTY then
-    redis.call('HSET', K.meta,
-      'state', string.format(STATE_FMT, M.policy_version, M.limit, M.seq, M.fence, M.next_reclaim, M.indexed_due),
-      'totals', string.format(TOTALS_FMT, M.enqueued, M.admitted, M.completed, M.timed_out, M.canceled,
-        M.rejected, M.reclaimed, M.abandoned))
+  local args = {}
+  if DIRTY.state then
+    args[#args + 1] = 'state'
+    args[#args + 1] = string.format('%d,%d,%d,%d', M.policy_version, M.limit, M.seq, M.fence)
+  end
+  if DIRTY.due then
+    args[#args + 1] = 'due'
+    args[#args + 1] = string.format('%d,%d', M.next_reclaim, M.indexed_due)
+  end
+  if DIRTY.totals then
+    args[#args + 1] = 'totals'
+    args[#args + 1] = string.format('%d,%d,%d,%d,%d,%d,%d,%d', M.enqueued, M.admitted, M.completed,
+      M.timed_out, M.canceled, M.rejected, M.reclaimed, M.abandoned)
+  end
+  if #args > 0 then
+    redis.call('HSET', K.meta, unpack(args))
   end
 end
 
