@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,13 +68,17 @@ func (c *Coordinator) Waiting(ctx context.Context, action string, offset, count 
 	if count < 1 || count > MaxInspectPage {
 		return nil, 0, fmt.Errorf("%w: count %d: want 1 to %d", ErrInvalidArgument, count, MaxInspectPage)
 	}
+	stop := int64(offset) + int64(count) - 1
+	if stop < int64(offset) {
+		stop = math.MaxInt64 // offset near the top of int64: the page runs to the end
+	}
 	k := c.keys.action(action)
 	queueKey, waitingKey := k.list[0], k.list[1]
 	var ids *redis.StringSliceCmd
 	var length *redis.IntCmd
 	var now *redis.TimeCmd
 	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		ids = p.LRange(ctx, queueKey, int64(offset), int64(offset+count-1))
+		ids = p.LRange(ctx, queueKey, int64(offset), stop)
 		length = p.LLen(ctx, queueKey)
 		now = p.Time(ctx)
 		return nil

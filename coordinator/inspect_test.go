@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -69,6 +70,11 @@ func TestWaiting(t *testing.T) {
 		must(t, err)
 		if total != 5 || len(page) != 0 || page == nil {
 			t.Fatalf("past the end: total %d, %#v: want 5 and an empty page", total, page)
+		}
+		page, total, err = c.Waiting(ctx, a, math.MaxInt, coordinator.MaxInspectPage)
+		must(t, err)
+		if total != 5 || len(page) != 0 {
+			t.Fatalf("offset MaxInt: total %d, %+v", total, page)
 		}
 		page, total, err = c.Waiting(ctx, "inspect.never", 0, 10)
 		must(t, err)

@@ -91,6 +91,12 @@ func executionsCmd(ctx context.Context, args, environ []string, stdout, stderr i
 		return code
 	}
 	defer done()
+	if *offset < 0 {
+		return usageError(stderr, nil, fmt.Errorf("--offset %d: want a position >= 0", *offset))
+	}
+	if *limit < 1 || *limit > coordinator.MaxInspectPage {
+		return usageError(stderr, nil, fmt.Errorf("--limit %d: want 1 to %d", *limit, coordinator.MaxInspectPage))
+	}
 	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
 	defer cancel()
 	page, total, err := c.Waiting(ctx, pos[0], *offset, *limit)

@@ -129,6 +129,9 @@ func TestExecutionsCancelAndTop(t *testing.T) {
 			t.Errorf("%v: stderr %q, want a message", args, errOut)
 		}
 	}
+	if _, errOut := expect(exitUsage, "executions", a, "--limit", "5000"); !strings.Contains(errOut, "--limit 5000: want 1 to 1000") {
+		t.Errorf("--limit 5000: %q", errOut)
+	}
 	if code, _, errOut := runCLI(t, nil, "top"); code != exitUsage || !strings.Contains(errOut, "no Redis configured") {
 		t.Fatalf("top without Redis: %d %q", code, errOut)
 	}
