@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,24 +37,34 @@ type WaitingExecution struct {
 	Waited time.Duration
 }
 
-// Holder is one execution holding a slot of an action.
+// Holder is one execution holding a slot of an action: one entry of its
+// running set. A slot counts from grant to release, so an entry whose
+// deadline has passed still holds its slot until the core reclaims it (the
+// next script on the action once that deadline has come, or a sweeper).
 type Holder struct {
 	// ExecutionID is the execution's ID.
 	ExecutionID string
-	// Token is its fencing token.
+	// Token is its fencing token; 0 when its holders entry is missing or
+	// unreadable (Redis lost it; the core reclaims the slot at its deadline).
 	Token int64
 	// Owner is the Coordinator (process) that holds it.
 	Owner string
 	// Since is when the slot was granted (Redis clock).
 	Since time.Time
-	// LeaseDeadline is when the lease expires unless renewed (Redis clock).
+	// LeaseDeadline is when the lease expires unless renewed, or for a
+	// grant not yet acknowledged, when it must be (Redis clock).
 	LeaseDeadline time.Time
-	// Acknowledged is false while a grant waits for its waiter's process.
+	// Acknowledged is false while a grant is not yet known to be delivered:
+	// its token was not read, or its process has not renewed it yet.
 	Acknowledged bool
+	// Expired is true when LeaseDeadline had passed at the read (Redis
+	// clock): the entry still counts until the core reclaims it.
+	Expired bool
 }
 
 // ErrNotIdle: ForgetAction found executions waiting for or holding a slot
-// of the action; nothing was removed.
+// of the action (an expired one included, if the core could not reclaim
+// it); nothing was removed.
 var ErrNotIdle = errors.New("baton: action not idle")
 
 // Waiting lists up to count waiting executions of an action in queue order,
@@ -145,8 +156,9 @@ func parseWaitingValue(v string) (seq int64, owner string, err error) {
 	return seq, v[waitingSeqDigits:], nil
 }
 
-// Holders lists the executions holding a slot of an action with an
-// unexpired lease (those ActiveCount counts), by fencing token.
+// Holders lists every execution holding a slot of an action, by fencing
+// token: every entry of its running set, the ones ActiveCount counts, each
+// with its deadline and whether that had passed (Expired).
 func (c *Coordinator) Holders(ctx context.Context, action string) ([]Holder, error) {
 	if err := validateRef(action); err != nil {
 		return nil, err
@@ -167,40 +179,29 @@ func (c *Coordinator) Holders(ctx context.Context, action string) ([]Holder, err
 	return parseHolders(holders.Val(), running.Val(), now.Val()), nil
 }
 
-// parseHolders joins the holders hash with the running set's deadlines,
-// keeping entries whose lease has not expired at now.
+// parseHolders joins the running set's entries with their holders-hash
+// values. Every running entry is listed, as the core counts it; one without
+// a readable holders value (which the scripts never leave) gets Token 0.
 func parseHolders(holders map[string]string, running []redis.Z, now time.Time) []Holder {
-	out := []Holder{}
+	out := make([]Holder, 0, len(running))
 	for _, z := range running {
 		id, _ := z.Member.(string)
-		deadline := time.UnixMilli(int64(z.Score))
-		if !deadline.After(now) {
-			continue
-		}
 		h, err := parseHolderValue(holders[id])
 		if err != nil {
-			continue // no holder entry: a script is between its two writes, or Redis lost one
+			h = Holder{}
 		}
-		h.ExecutionID, h.LeaseDeadline = id, deadline
+		h.ExecutionID, h.LeaseDeadline = id, time.UnixMilli(int64(z.Score))
+		h.Expired = !h.LeaseDeadline.After(now)
 		out = append(out, h)
 	}
-	slices.SortFunc(out, func(a, b Holder) int { return cmpInt64(a.Token, b.Token) })
+	slices.SortStableFunc(out, func(a, b Holder) int { return cmp.Compare(a.Token, b.Token) })
 	return out
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // parseHolderValue reads a holders-hash value,
 // "<fence>:<owner>:<since ms>:<seq>:<state>" (see holder_value in
-// scripts/lib.lua). ExecutionID and LeaseDeadline are left to the caller.
+// scripts/lib.lua), state g (granted) or h (held). ExecutionID and the
+// deadline are left to the caller.
 func parseHolderValue(v string) (Holder, error) {
 	f := strings.Split(v, ":")
 	if len(f) != 5 {
@@ -211,18 +212,28 @@ func parseHolderValue(v string) (Holder, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return Holder{}, fmt.Errorf("baton: holder entry %q: %w", v, err)
 	}
+	if f[4] != "g" && f[4] != "h" {
+		return Holder{}, fmt.Errorf("baton: holder entry %q: state %q: want g or h", v, f[4])
+	}
 	return Holder{Token: fence, Owner: f[1], Since: time.UnixMilli(since), Acknowledged: f[4] == "h"}, nil
 }
 
 // forgetKeepsMeta are the meta fields ForgetAction keeps: the fencing
 // counter and the last seq, so that tokens stay strictly increasing and
-// seqs stay ordered if the action is used again.
+// seqs stay ordered if the action is used again. The rest of meta (limit
+// and policy version, next_reclaim, indexed_due, totals) goes: a new first
+// script reads them as unset, and reclaims, adopts the policy and indexes
+// its due time from scratch.
 var forgetKeepsMeta = []string{"fence", "seq"}
 
-// ForgetAction removes an idle action (nothing waiting, no unexpired lease)
-// from the set of known actions and deletes its keys, except the fencing
-// counter and last seq (a small meta hash), which must never go back. It
-// returns ErrNotIdle, removing nothing, when executions wait or hold slots.
+// ForgetAction removes an idle action (nothing waiting, nothing in its
+// running set) from the set of known actions and deletes its keys, except
+// the fencing counter and last seq (a small meta hash), which must never go
+// back. It returns ErrNotIdle, removing nothing, when executions wait or
+// hold slots. A slot whose deadline has passed still counts until the core
+// reclaims it, so when it finds one, ForgetAction first has the core sweep
+// the action (as a sweeper would: expired leases are reclaimed, unread
+// grants of live processes go back to the queue) and looks again.
 // The check and the deletion are one transaction: an enqueue that reaches
 // Redis in between makes it retry, then see the action busy.
 //
@@ -235,15 +246,25 @@ func (c *Coordinator) ForgetAction(ctx context.Context, action string) error {
 		return err
 	}
 	k := c.keys.Action(action)
+	swept := false
 	const attempts = 10
 	for attempt := 0; attempt < attempts; attempt++ {
-		err := c.rdb.Watch(ctx, func(tx *redis.Tx) error { return c.forgetTx(ctx, tx, k) }, k.List...)
+		err := c.rdb.Watch(ctx, func(tx *redis.Tx) error { return forgetTx(ctx, tx, k) }, k.List...)
 		if errors.Is(err, redis.TxFailedErr) {
 			continue // something changed the action meanwhile: look again
 		}
 		var busy notIdle
 		if errors.As(err, &busy) {
-			return fmt.Errorf("%w: %s has %d waiting and %d holding a slot", ErrNotIdle, action, busy.waiting, busy.holding)
+			if busy.expired > 0 && !swept {
+				// Let the core reclaim what expired, then look again.
+				swept = true
+				var res SweepResult
+				if err := c.sweepActions(ctx, []string{action}, busy.now, &res); err != nil {
+					return fmt.Errorf("baton: forget %s: reclaiming expired slots: %w", action, err)
+				}
+				continue
+			}
+			return fmt.Errorf("%w: %s", ErrNotIdle, busy.describe(action))
 		}
 		if err != nil {
 			return fmt.Errorf("baton: forget %s: %w", action, err)
@@ -259,31 +280,48 @@ func (c *Coordinator) ForgetAction(ctx context.Context, action string) error {
 	return fmt.Errorf("baton: forget %s: the action kept changing; try again", action)
 }
 
-// notIdle is what forgetTx found keeping the action busy.
-type notIdle struct{ waiting, holding int64 }
+// notIdle is what forgetTx found keeping the action busy: waiting
+// executions, running entries, and how many of those had expired at now (ms,
+// Redis clock).
+type notIdle struct{ waiting, holding, expired, now int64 }
 
 func (n notIdle) Error() string { return "not idle" }
 
+func (n notIdle) describe(action string) string {
+	s := fmt.Sprintf("%s has %d waiting and %d holding a slot", action, n.waiting, n.holding)
+	switch {
+	case n.expired == 1:
+		s += " (1 past its deadline, not yet reclaimed)"
+	case n.expired > 1:
+		s += fmt.Sprintf(" (%d past their deadlines, not yet reclaimed)", n.expired)
+	}
+	return s
+}
+
 // forgetTx checks, under WATCH of every action key, that the action is idle,
 // then deletes its keys in one MULTI, keeping the meta fields forgetKeepsMeta.
-func (c *Coordinator) forgetTx(ctx context.Context, tx *redis.Tx, k keys.Action) error {
-	queueKey, runningKey, metaKey := k.Queue(), k.Running(), k.Meta()
+func forgetTx(ctx context.Context, tx *redis.Tx, k keys.Action) error {
 	now, err := tx.Time(ctx).Result()
 	if err != nil {
 		return err
 	}
-	queued, err := tx.LLen(ctx, queueKey).Result()
+	queued, err := tx.LLen(ctx, k.Queue()).Result()
 	if err != nil {
 		return err
 	}
-	live, err := tx.ZCount(ctx, runningKey, "("+strconv.FormatInt(now.UnixMilli(), 10), "+inf").Result()
+	running, err := tx.ZCard(ctx, k.Running()).Result()
 	if err != nil {
 		return err
 	}
-	if queued > 0 || live > 0 {
-		return notIdle{waiting: queued, holding: live}
+	if queued > 0 || running > 0 {
+		ms := now.UnixMilli()
+		expired, err := tx.ZCount(ctx, k.Running(), "-inf", strconv.FormatInt(ms, 10)).Result()
+		if err != nil {
+			return err
+		}
+		return notIdle{waiting: queued, holding: running, expired: expired, now: ms}
 	}
-	kept, err := tx.HMGet(ctx, metaKey, forgetKeepsMeta...).Result()
+	kept, err := tx.HMGet(ctx, k.Meta(), forgetKeepsMeta...).Result()
 	if err != nil {
 		return err
 	}
@@ -296,7 +334,7 @@ func (c *Coordinator) forgetTx(ctx context.Context, tx *redis.Tx, k keys.Action)
 			}
 		}
 		if len(fields) > 0 {
-			p.HSet(ctx, metaKey, fields...)
+			p.HSet(ctx, k.Meta(), fields...)
 		}
 		return nil
 	})

@@ -127,38 +127,105 @@ func TestHolders(t *testing.T) {
 	})
 }
 
-// TestHoldersSkipsExpiredLeases writes entries in the documented formats
-// (docs/keys.md) directly, so it also pins the parsing to them.
-func TestHoldersSkipsExpiredLeases(t *testing.T) {
+// TestHoldersListsExpiredEntries writes entries in the documented formats
+// (docs/keys.md) directly, so it also pins the parsing to them. Every running
+// entry is listed, as the core counts it, expired or not; ForgetAction has
+// the core reclaim the expired ones and refuses while any entry is left.
+func TestHoldersListsExpiredEntries(t *testing.T) {
 	tiers(t, func(t *testing.T, e *env) {
 		ctx := ctxT(t)
 		c := e.coordinator(e.opts())
-		base := keys.New(e.prefix).Action("inspect.raw").Base
+		const a = "inspect.raw"
+		k := keys.New(e.prefix).Action(a)
 		now, err := e.rdb.Time(ctx).Result()
 		must(t, err)
 		ms := now.UnixMilli()
-		must(t, e.rdb.HSet(ctx, base+"holders",
+		// live: a grant of owner abc, due in a minute; dead: a lease past its
+		// deadline; bare: a running entry whose holders value is missing.
+		must(t, e.rdb.HSet(ctx, k.Holders(),
 			"live", fmt.Sprintf("7:abc:%d:%d:g", ms-1000, (ms-2000)*1000),
 			"dead", fmt.Sprintf("6:abc:%d:%d:h", ms-9000, (ms-9000)*1000)).Err())
-		must(t, e.rdb.ZAdd(ctx, base+"running",
-			redis.Z{Score: float64(ms + 60000), Member: "live"}, redis.Z{Score: float64(ms - 1), Member: "dead"}).Err())
-		hs, err := c.Holders(ctx, "inspect.raw")
+		must(t, e.rdb.ZAdd(ctx, k.Running(), redis.Z{Score: float64(ms + 60000), Member: "live"},
+			redis.Z{Score: float64(ms - 1), Member: "dead"}, redis.Z{Score: float64(ms - 5), Member: "bare"}).Err())
+		hs, err := c.Holders(ctx, a)
 		must(t, err)
-		if len(hs) != 1 {
-			t.Fatalf("holders %+v, want only the live one", hs)
+		if len(hs) != 3 {
+			t.Fatalf("holders %+v, want all 3 running entries", hs)
 		}
-		h := hs[0]
-		if h.ExecutionID != "live" || h.Token != 7 || h.Owner != "abc" || h.Acknowledged ||
-			h.Since.UnixMilli() != ms-1000 || h.LeaseDeadline.UnixMilli() != ms+60000 {
-			t.Fatalf("holder %+v", h)
+		if st := e.stats(c, a); st.ActiveCount != int64(len(hs)) {
+			t.Fatalf("active count %d, but %d holders listed", st.ActiveCount, len(hs))
 		}
-		if err := c.ForgetAction(ctx, "inspect.raw"); !errors.Is(err, coordinator.ErrNotIdle) {
-			t.Fatalf("forget with a live lease: %v, want ErrNotIdle", err)
+		bare, dead, live := hs[0], hs[1], hs[2]
+		if bare.ExecutionID != "bare" || bare.Token != 0 || bare.Owner != "" || !bare.Expired ||
+			bare.LeaseDeadline.UnixMilli() != ms-5 {
+			t.Fatalf("entry without a holders value: %+v", bare)
 		}
-		// An expired lease does not keep the action busy.
-		must(t, e.rdb.ZRem(ctx, base+"running", "live").Err())
-		must(t, c.ForgetAction(ctx, "inspect.raw"))
-		if ks := actionKeys(t, e, "inspect.raw"); len(ks) != 0 {
+		if dead.ExecutionID != "dead" || dead.Token != 6 || !dead.Acknowledged || !dead.Expired ||
+			dead.Since.UnixMilli() != ms-9000 || dead.LeaseDeadline.UnixMilli() != ms-1 {
+			t.Fatalf("expired lease: %+v", dead)
+		}
+		if live.ExecutionID != "live" || live.Token != 7 || live.Owner != "abc" || live.Acknowledged || live.Expired ||
+			live.Since.UnixMilli() != ms-1000 || live.LeaseDeadline.UnixMilli() != ms+60000 {
+			t.Fatalf("live grant: %+v", live)
+		}
+
+		// The expired entries are reclaimed by the core; the live one keeps
+		// the action busy.
+		err = c.ForgetAction(ctx, a)
+		if !errors.Is(err, coordinator.ErrNotIdle) || !strings.Contains(err.Error(), "0 waiting and 1 holding") {
+			t.Fatalf("forget with a live grant: %v, want ErrNotIdle naming 1 holding", err)
+		}
+		hs, err = c.Holders(ctx, a)
+		must(t, err)
+		if len(hs) != 1 || hs[0].ExecutionID != "live" {
+			t.Fatalf("holders after forget reclaimed the expired: %+v", hs)
+		}
+		if st := e.stats(c, a); st.TotalReclaimed != 2 || st.ActiveCount != 1 {
+			t.Fatalf("after forget: reclaimed %d, active %d: want 2 and 1", st.TotalReclaimed, st.ActiveCount)
+		}
+
+		// Once the grant's deadline passes (its token was read and owner abc
+		// is dead), forget reclaims it too and forgets the action.
+		must(t, e.rdb.ZAdd(ctx, k.Running(), redis.Z{Score: float64(ms - 1), Member: "live"}).Err())
+		must(t, c.ForgetAction(ctx, a))
+		if ks := actionKeys(t, e, a); len(ks) != 0 {
+			t.Fatalf("keys left: %v, want none (no fence or seq was ever set)", ks)
+		}
+	})
+}
+
+// TestForgetActionNamesUnreclaimedEntries: one sweep reclaims at most 1000
+// expired entries (MAX_RECLAIM in scripts/lib.lua); ForgetAction sweeps once
+// per call, so with 1001 it refuses, naming the one left, and the next call
+// reclaims it and forgets the action.
+func TestForgetActionNamesUnreclaimedEntries(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		c := e.coordinator(e.opts())
+		const a = "inspect.many"
+		k := keys.New(e.prefix).Action(a)
+		now, err := e.rdb.Time(ctx).Result()
+		must(t, err)
+		ms := now.UnixMilli()
+		_, err = e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := range 1001 {
+				id := fmt.Sprintf("x%d", i)
+				p.HSet(ctx, k.Holders(), id, fmt.Sprintf("%d:abc:%d:%d:h", i+1, ms-9000, (ms-9000)*1000))
+				p.ZAdd(ctx, k.Running(), redis.Z{Score: float64(ms - 1000), Member: id})
+			}
+			return nil
+		})
+		must(t, err)
+		err = c.ForgetAction(ctx, a)
+		if !errors.Is(err, coordinator.ErrNotIdle) ||
+			!strings.HasSuffix(err.Error(), "0 waiting and 1 holding a slot (1 past its deadline, not yet reclaimed)") {
+			t.Fatalf("forget with 1001 expired entries: %v, want ErrNotIdle naming the 1 left", err)
+		}
+		if st := e.stats(c, a); st.TotalReclaimed != 1000 || st.ActiveCount != 1 {
+			t.Fatalf("after one sweep: reclaimed %d, active %d: want 1000 and 1", st.TotalReclaimed, st.ActiveCount)
+		}
+		must(t, c.ForgetAction(ctx, a))
+		if ks := actionKeys(t, e, a); len(ks) != 0 {
 			t.Fatalf("keys left: %v", ks)
 		}
 	})
@@ -199,15 +266,23 @@ func TestForgetAction(t *testing.T) {
 		}
 		must(t, l2.Release(ctx))
 
+		k := keys.New(e.prefix).Action(a)
+		meta, err := e.rdb.HGetAll(ctx, k.Meta()).Result()
+		must(t, err)
+		if _, ok := meta["next_reclaim"]; !ok {
+			t.Fatalf("meta before forget: %v, want next_reclaim among its fields", meta)
+		}
+		if _, ok := meta["indexed_due"]; !ok {
+			t.Fatalf("meta before forget: %v, want indexed_due among its fields", meta)
+		}
 		must(t, c.ForgetAction(ctx, a))
 		if listed(t, c, a) {
 			t.Fatal("forgotten action still listed")
 		}
-		k := keys.New(e.prefix).Action(a)
 		if ks := actionKeys(t, e, a); !slices.Equal(ks, []string{k.Meta()}) {
 			t.Fatalf("keys left: %v, want only meta", ks)
 		}
-		meta, err := e.rdb.HGetAll(ctx, k.Meta()).Result()
+		meta, err = e.rdb.HGetAll(ctx, k.Meta()).Result()
 		must(t, err)
 		if len(meta) != 2 || meta["fence"] != fmt.Sprint(l2.Token()) || meta["seq"] == "" {
 			t.Fatalf("meta left: %v, want only fence %d and seq", meta, l2.Token())

@@ -24,6 +24,7 @@ import (
 	"github.com/batonhq/baton/coordinator"
 	"github.com/batonhq/baton/internal/dashboard"
 	"github.com/batonhq/baton/internal/httpapi"
+	"github.com/batonhq/baton/internal/keys"
 	"github.com/batonhq/baton/internal/metrics"
 	"github.com/batonhq/baton/internal/redistest"
 	"github.com/batonhq/baton/limits"
@@ -244,6 +245,29 @@ func TestDashboardInBrowser(t *testing.T) {
 	if listed(ctx, c, "demo.idle") {
 		t.Fatal("demo.idle still known after the page forgot it")
 	}
+
+	// A lease past its deadline (its process died; nothing waits, so no
+	// sweeper comes by) still holds its slot until the core reclaims it: the
+	// page lists it, marked expired. Written in the documented formats.
+	k := keys.New("").Action("demo.stale")
+	now, err := rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := now.UnixMilli()
+	if err := rdb.HSet(ctx, k.Holders(), "stale-1", fmt.Sprintf("4:zzz:%d:%d:h", ms-60000, (ms-60000)*1000)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZAdd(ctx, k.Running(), redis.Z{Score: float64(ms - 30000), Member: "stale-1"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.run("open demo.stale", chromedp.Navigate(srv.URL+"/#/action/demo.stale"))
+	b.until("the expired lease listed and marked", `(() => {
+		const tr = document.querySelector('#holders tr[data-execution="stale-1"]');
+		return document.querySelector('#action-title')?.textContent === 'demo.stale' && tr !== null &&
+			tr.querySelector('td.expired')?.textContent.includes('expired') &&
+			document.querySelector('#action-stats .running dd')?.textContent === '1';
+	})()`)
 }
 
 func listed(ctx context.Context, c *coordinator.Coordinator, action string) bool {

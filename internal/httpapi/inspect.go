@@ -37,7 +37,8 @@ type Holders struct {
 	Holders []Holder `json:"holders"`
 }
 
-// Holder is one execution holding a slot.
+// Holder is one execution holding a slot (one entry of the action's running
+// set, expired or not: see coordinator.Holder).
 type Holder struct {
 	ExecutionID   string    `json:"execution_id"`
 	Token         int64     `json:"token"`
@@ -45,6 +46,7 @@ type Holder struct {
 	Since         time.Time `json:"since"`
 	LeaseDeadline time.Time `json:"lease_deadline"`
 	Acknowledged  bool      `json:"acknowledged"`
+	Expired       bool      `json:"expired"`
 }
 
 // defaultWaitingLimit is the page size of the waiting list when ?limit= is absent.
@@ -98,6 +100,7 @@ func (a *api) listHolders(w http.ResponseWriter, r *http.Request) {
 		out.Holders = append(out.Holders, Holder{
 			ExecutionID: h.ExecutionID, Token: h.Token, Owner: h.Owner,
 			Since: h.Since.UTC(), LeaseDeadline: h.LeaseDeadline.UTC(), Acknowledged: h.Acknowledged,
+			Expired: h.Expired,
 		})
 	}
 	writeJSON(w, http.StatusOK, out)

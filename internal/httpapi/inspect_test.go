@@ -70,7 +70,8 @@ func TestWaitingHoldersAndForget(t *testing.T) {
 		t.Fatalf("holders: %v", m)
 	}
 	h := hs[0].(map[string]any)
-	if h["execution_id"] != "e1" || h["token"] != float64(l1.Token()) || h["owner"] != f.c.Owner() || h["acknowledged"] != true {
+	if h["execution_id"] != "e1" || h["token"] != float64(l1.Token()) || h["owner"] != f.c.Owner() || h["acknowledged"] != true ||
+		h["expired"] != false {
 		t.Fatalf("holder: %v", h)
 	}
 	for _, field := range []string{"since", "lease_deadline"} {

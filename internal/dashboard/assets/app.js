@@ -323,7 +323,11 @@ function renderAction(st, page, holders, policies) {
 
   $('#holders-count').textContent = `(${holders.holders.length})`;
   $('#holders tbody').replaceChildren(...holders.holders.map((h) => {
-    const tr = row([h.execution_id, h.token, el('td', h.owner, 'text'), fmtTime(h.since), fmtTime(h.lease_deadline), h.acknowledged ? 'yes' : 'not yet']);
+    // An expired entry still holds its slot until the core reclaims it.
+    const deadline = h.expired
+      ? el('td', `${fmtTime(h.lease_deadline)} (expired, not yet reclaimed)`, 'expired')
+      : fmtTime(h.lease_deadline);
+    const tr = row([h.execution_id, h.token, el('td', h.owner, 'text'), h.token === 0 ? '–' : fmtTime(h.since), deadline, h.acknowledged ? 'yes' : 'not yet']);
     tr.dataset.execution = h.execution_id;
     return tr;
   }));
