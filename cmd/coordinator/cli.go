@@ -56,6 +56,9 @@ Commands:
   policy set SCOPE N         set a scope's limit (N from 0 to 1000000000, or
                              -1 / unlimited)
   policy clear SCOPE         remove a scope's limit
+  executions ACTION          list an action's waiting executions, in order
+  cancel ACTION ID           remove a waiting execution from its queue
+  top                        a live table of every action, redrawn each second
   version                    print the version
 
 SCOPE is global, pack:NAME or action:REF (for example action:core.http).
@@ -65,7 +68,8 @@ configuration, nothing touched; 3 policy clear of a scope that has no policy
 (nothing changed; the HTTP API's DELETE answers 404 for it).
 
 With no Redis configured, serve starts an embedded in-memory Redis for trying
-Baton out; nothing is kept after it exits. stats and policy need a real Redis.
+Baton out; nothing is kept after it exits. The other commands need a real
+Redis. serve also serves the dashboard, a web page, at http://localhost:8080/.
 
 Configuration: defaults < YAML file (--config) < BATON_* environment < flags.
 See coordinator.example.yaml. A BATON_* variable no key reads (a typo such as
@@ -166,7 +170,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		case "-h", "-help", "--help", "help":
 			fmt.Fprint(stdout, topUsage)
 			return exitOK
-		case "serve", "stats", "policy", "version":
+		case "serve", "stats", "policy", "executions", "cancel", "top", "version":
 			cmd, args = args[0], args[1:]
 		default:
 			if !strings.HasPrefix(args[0], "-") {
@@ -182,6 +186,12 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return stats(ctx, args, environ, stdout, stderr)
 	case "policy":
 		return policy(ctx, args, environ, stdout, stderr)
+	case "executions":
+		return executionsCmd(ctx, args, environ, stdout, stderr)
+	case "cancel":
+		return cancelCmd(ctx, args, environ, stdout, stderr)
+	case "top":
+		return topCmd(ctx, args, environ, stdout, stderr)
 	default:
 		return printVersion(args, stdout, stderr)
 	}

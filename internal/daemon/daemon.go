@@ -1,6 +1,6 @@
 // Package daemon runs the coordinator daemon: a coordinator.Coordinator
-// (which sweeps in the background), the completion listener and the HTTP
-// API, against the configured Redis or, when none is configured, an
+// (which sweeps in the background), the completion listener, the HTTP
+// API and the dashboard page, against the configured Redis or, when none is configured, an
 // embedded in-memory one for trying Baton out.
 package daemon
 
@@ -20,6 +20,7 @@ import (
 
 	"github.com/batonhq/baton/coordinator"
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/dashboard"
 	"github.com/batonhq/baton/internal/httpapi"
 	"github.com/batonhq/baton/internal/metrics"
 )
@@ -63,6 +64,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	handler := httpapi.New(httpapi.Options{
 		Coordinator: c, AuthToken: cfg.AuthToken, MaxBodyBytes: cfg.MaxBodyBytes,
 		Metrics: m.Handler(), Logger: log.With(slog.String("component", "http")), Version: version,
+		Dashboard: dashboard.Handler(),
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

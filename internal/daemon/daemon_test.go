@@ -129,8 +129,10 @@ func TestEmbeddedRunAndShutdown(t *testing.T) {
 	}
 	r.logs.wait(t, daemon.EmbeddedWarning)
 	r.logs.wait(t, "ready: listening for completion events")
-	if got := r.status(t, "/readyz"); got != 200 {
-		t.Fatalf("/readyz: %d", got)
+	for path, want := range map[string]int{"/readyz": 200, "/": 200, "/ui/app.js": 200, "/metrics": 200, "/api/v1/actions": 200, "/nothing": 404} {
+		if got := r.status(t, path); got != want {
+			t.Fatalf("%s: %d, want %d", path, got, want)
+		}
 	}
 	r.stop(t)
 	r.logs.wait(t, "stopped")

@@ -1,5 +1,7 @@
 // Package httpapi is the coordinator daemon's HTTP API: queue statistics,
-// execution state, cancel, policies, health and metrics, as JSON.
+// execution state, waiting lists and holders, cancel, forgetting idle
+// actions, policies, health and metrics, as JSON; and the dashboard page
+// when one is given.
 // docs/api.md documents every endpoint.
 //
 // Errors are {"error": "...", "code": "..."} with 400 (bad input), 401
@@ -40,6 +42,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is reported by GET /healthz.
 	Version string
+	// Dashboard serves GET / and GET /ui/... (the web page); nil means 404.
+	Dashboard http.Handler
 }
 
 type api struct {
@@ -63,8 +67,15 @@ func New(opts Options) http.Handler {
 	if opts.Metrics != nil {
 		a.mux.Handle("GET /metrics", opts.Metrics)
 	}
+	if opts.Dashboard != nil {
+		a.mux.Handle("GET /{$}", opts.Dashboard)
+		a.mux.Handle("GET /ui/", opts.Dashboard)
+	}
 	a.mux.HandleFunc("GET /api/v1/actions", a.listActions)
 	a.mux.HandleFunc("GET /api/v1/actions/{ref}/queue-stats", a.queueStats)
+	a.mux.HandleFunc("GET /api/v1/actions/{ref}/executions", a.listExecutions)
+	a.mux.HandleFunc("GET /api/v1/actions/{ref}/holders", a.listHolders)
+	a.mux.HandleFunc("DELETE /api/v1/actions/{ref}", a.mutating(a.forgetAction))
 	a.mux.HandleFunc("GET /api/v1/actions/{ref}/executions/{id}", a.executionState)
 	a.mux.HandleFunc("POST /api/v1/actions/{ref}/executions/{id}/cancel", a.mutating(a.cancel))
 	a.mux.HandleFunc("GET /api/v1/policies", a.listPolicies)

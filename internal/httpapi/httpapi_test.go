@@ -20,6 +20,7 @@ import (
 
 	"github.com/batonhq/baton/coordinator"
 	"github.com/batonhq/baton/internal/httpapi"
+	"github.com/batonhq/baton/internal/keys"
 	"github.com/batonhq/baton/internal/metrics"
 	"github.com/batonhq/baton/limits"
 )
@@ -437,7 +438,7 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 func TestMetricsWithAMalformedAction(t *testing.T) {
 	f := newFixture(t)
 	f.do("PUT", "/api/v1/policies/action:core.http", token, `{"max_concurrent": 4}`, 200)
-	if _, err := f.mr.SAdd("baton:actions", "nodot", "core.http"); err != nil {
+	if _, err := f.mr.SAdd(keys.New("").Actions(), "nodot", "core.http"); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
