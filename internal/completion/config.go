@@ -39,8 +39,9 @@ type Config struct {
 	Group string
 
 	// Consumer names this listener within the group; it must be unique
-	// among live listeners. Defaults to the Coordinator's Owner(), which
-	// is: New fills it, WithDefaults leaves it empty.
+	// among live listeners. Defaults to the Coordinator's Owner() (unique
+	// among live Coordinators); New fills it, since WithDefaults does not
+	// know the Coordinator.
 	Consumer string
 
 	// Batch is the most entries read or claimed per round. Defaults to
