@@ -3,7 +3,6 @@ package coordinator_test
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -12,7 +11,7 @@ import (
 )
 
 // A worker reports a finished execution on the completion stream; the
-// daemon's CompletionListener frees its slot.
+// daemon's completion listener reads it and frees the execution's slot.
 func ExamplePublishCompletion() {
 	mr, err := miniredis.Run() // any Redis 7; miniredis keeps the example self-contained
 	if err != nil {
@@ -23,36 +22,16 @@ func ExamplePublishCompletion() {
 	defer rdb.Close()
 	ctx := context.Background()
 
-	// The daemon side: a Coordinator and its completion listener.
-	daemon, err := coordinator.New(rdb, coordinator.Options{SweepInterval: -1})
-	if err != nil {
-		panic(err)
-	}
-	defer daemon.Close()
-	listener, err := coordinator.NewCompletionListener(daemon, coordinator.CompletionListenerOptions{})
-	if err != nil {
-		panic(err)
-	}
-	if err := listener.Start(ctx); err != nil {
-		panic(err)
-	}
-	defer listener.Stop()
-
-	// The executor admits the execution; the worker that ran it reports it done.
-	if _, err := daemon.EnqueueAndWait(ctx, "core.http", "exec-1"); err != nil {
-		panic(err)
-	}
 	if err := coordinator.PublishCompletion(ctx, rdb, "core.http", "exec-1", "succeeded"); err != nil {
 		panic(err)
 	}
 
-	for range 500 { // the listener applies it within a moment
-		st, err := daemon.QueueStats(ctx, "core.http")
-		if err == nil && st.TotalCompleted == 1 {
-			fmt.Println("completed:", st.TotalCompleted, "running:", st.ActiveCount)
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	// What the listener reads: one stream entry per completion.
+	entries, err := rdb.XRange(ctx, coordinator.CompletedStream(""), "-", "+").Result()
+	if err != nil {
+		panic(err)
 	}
-	// Output: completed: 1 running: 0
+	v := entries[0].Values
+	fmt.Println(coordinator.CompletedStream(""), v["action"], v["execution"], v["status"])
+	// Output: baton:events:completed core.http exec-1 succeeded
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/internal/completion"
 	"github.com/batonhq/baton/limits"
 )
 
@@ -134,8 +135,8 @@ var fields = []field{
 	{"lease.ttl", "30s", duration(func(c *Config) *time.Duration { return &c.LeaseTTL }, durationAtLeast(100*time.Millisecond))},
 	{"lease.ack_timeout", "5s", duration(func(c *Config) *time.Duration { return &c.AckTimeout }, durationAtLeast(10*time.Millisecond))},
 	{"sweep_interval", "1s", duration(func(c *Config) *time.Duration { return &c.SweepInterval }, nonZero)},
-	{"completions.group", "baton-coordinator", str(func(c *Config) *string { return &c.CompletionGroup }, nonEmpty)},
-	{"completions.claim_idle", "30s", duration(func(c *Config) *time.Duration { return &c.CompletionClaimIdle }, durationAtLeast(10*time.Millisecond))},
+	{"completions.group", completion.DefaultGroup, str(func(c *Config) *string { return &c.CompletionGroup }, nonEmpty)},
+	{"completions.claim_idle", completion.DefaultClaimIdle.String(), duration(func(c *Config) *time.Duration { return &c.CompletionClaimIdle }, durationAtLeast(10*time.Millisecond))},
 	{"http.addr", "127.0.0.1:8080", str(func(c *Config) *string { return &c.HTTPAddr }, checkListenAddr)},
 	{"http.auth_token", "", str(func(c *Config) *string { return &c.AuthToken }, nil)},
 	{"http.max_body_bytes", 65536, integer(func(c *Config) *int64 { return &c.MaxBodyBytes }, atLeast(1))},

@@ -1,7 +1,8 @@
 // Package daemon runs the coordinator daemon: a coordinator.Coordinator
-// (which sweeps in the background), the completion listener, the HTTP
-// API and the dashboard page, against the configured Redis or, when none is configured, an
-// embedded in-memory one for trying Baton out.
+// (which sweeps in the background), the completion listener
+// (internal/completion), the HTTP API and the dashboard page, against the
+// configured Redis or, when none is configured, an embedded in-memory one
+// for trying Baton out.
 package daemon
 
 import (
@@ -19,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/internal/completion"
 	"github.com/batonhq/baton/internal/config"
 	"github.com/batonhq/baton/internal/dashboard"
 	"github.com/batonhq/baton/internal/httpapi"
@@ -83,11 +85,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	log.Info("http: listening", slog.String("http_addr", ln.Addr().String()),
 		slog.Bool("auth_required", cfg.AuthToken != ""))
 
-	listener, err := coordinator.NewCompletionListener(c, coordinator.CompletionListenerOptions{
+	listener, err := completion.New(rdb, c, completion.Config{
+		Prefix:    cfg.KeyPrefix,
 		Group:     cfg.CompletionGroup,
 		ClaimIdle: cfg.CompletionClaimIdle,
 		Logger:    log,
-		OnEvent:   func(outcome string) { m.CompletionEvents.WithLabelValues(outcome).Inc() },
+		OnEvent:   func(o completion.Outcome) { m.CompletionEvents.WithLabelValues(o.String()).Inc() },
 	})
 	if err != nil {
 		return err
@@ -220,11 +223,11 @@ func ageKeys(mr *miniredis.Miniredis) (stop func()) {
 // daemon can start before Redis does (/readyz says 503 meanwhile). It
 // returns an error, and gives up, only when Redis refuses the daemon for
 // good (PermanentRedisError).
-func startBackground(ctx context.Context, c *coordinator.Coordinator, l *coordinator.CompletionListener, cfg config.Config, log *slog.Logger) error {
+func startBackground(ctx context.Context, c *coordinator.Coordinator, l *completion.Listener, cfg config.Config, log *slog.Logger) error {
 	for attempt := 0; ; attempt++ {
 		err := startOnce(ctx, c, l, cfg, log)
 		if err == nil {
-			log.Info("ready: listening for completion events", slog.String("stream", coordinator.CompletedStream(cfg.KeyPrefix)),
+			log.Info("ready: listening for completion events", slog.String("stream", l.Stream()),
 				slog.String("group", cfg.CompletionGroup))
 			return nil
 		}
@@ -244,7 +247,7 @@ func startBackground(ctx context.Context, c *coordinator.Coordinator, l *coordin
 	}
 }
 
-func startOnce(ctx context.Context, c *coordinator.Coordinator, l *coordinator.CompletionListener, cfg config.Config, log *slog.Logger) error {
+func startOnce(ctx context.Context, c *coordinator.Coordinator, l *completion.Listener, cfg config.Config, log *slog.Logger) error {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := c.Ready(rctx); err != nil {
@@ -282,7 +285,7 @@ func applyPolicies(ctx context.Context, c *coordinator.Coordinator, ps []config.
 	return nil
 }
 
-func shutdown(srv *http.Server, l *coordinator.CompletionListener, c *coordinator.Coordinator,
+func shutdown(srv *http.Server, l *completion.Listener, c *coordinator.Coordinator,
 	startup *sync.WaitGroup, timeout time.Duration, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -300,4 +301,67 @@ func TestRedisOutageLoggedOnce(t *testing.T) {
 		t.Fatalf("%d WARN lines, want only \"redis: unreachable\":\n%v", len(warns), warns)
 	}
 	r.stop(t)
+}
+
+// TestCompletionEventsFreeSlotsAndCount: the daemon's listener reads the
+// completion stream of its key prefix, frees the slot and counts the
+// outcome in /metrics.
+func TestCompletionEventsFreeSlotsAndCount(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	cfg := config.Defaults()
+	cfg.Redis.Address = mr.Addr()
+	cfg.KeyPrefix = "custom"
+	r := start(t, cfg)
+	if got := r.logs.wait(t, "ready: listening for completion events")["stream"]; got != "custom:events:completed" {
+		t.Fatalf("ready log names stream %v", got)
+	}
+	c, err := coordinator.New(rdb, coordinator.Options{Prefix: "custom", SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.EnqueueAndWait(ctx, "core.http", "e1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := coordinator.PublishCompletionWithPrefix(ctx, rdb, "custom", "core.http", "e1", "succeeded"); err != nil {
+		t.Fatal(err)
+	}
+	if err := coordinator.PublishCompletionWithPrefix(ctx, rdb, "custom", "core.http", "e1", "succeeded"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`baton_completion_events_total{outcome="released"} 1`, `baton_completion_events_total{outcome="not_held"} 1`}
+	var body string
+	for i := 0; ; i++ {
+		body = r.get(t, "/metrics")
+		if strings.Contains(body, want[0]) && strings.Contains(body, want[1]) {
+			break
+		}
+		if i == 200 {
+			t.Fatalf("after 20s, /metrics lacks %q:\n%s", want, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st, err := c.QueueStats(ctx, "core.http")
+	if err != nil || st.TotalCompleted != 1 || st.ActiveCount != 0 {
+		t.Fatalf("stats: %+v %v", st, err)
+	}
+	r.stop(t)
+}
+
+func (r *running) get(t *testing.T, path string) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 20 * time.Second}).Get("http://" + r.addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+	}
+	return string(b)
 }

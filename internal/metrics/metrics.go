@@ -36,7 +36,8 @@ type Metrics struct {
 	// Registry holds every collector; serve it with Handler.
 	Registry *prometheus.Registry
 	// CompletionEvents counts completion events the listener handled, by
-	// outcome (released, not_held, invalid, error).
+	// outcome (completion.Outcome's names: released, not_held, invalid,
+	// failed).
 	CompletionEvents *prometheus.CounterVec
 }
 

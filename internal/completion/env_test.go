@@ -1,0 +1,282 @@
+package completion_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
+
+	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/internal/completion"
+	"github.com/batonhq/baton/internal/redistest"
+)
+
+// Every behavioural test runs on two tiers: miniredis (fast, controlled
+// clock) and a real redis-server that TestMain starts on a free loopback
+// port, shared by the tests under prefixes of their own. With
+// BATON_REQUIRE_REDIS=1 a missing redis-server fails.
+
+var realRedis *redistest.Server
+
+func TestMain(m *testing.M) {
+	// go-redis's own log lines (dial failures while a test has Redis down
+	// on purpose) would bypass t.Log.
+	redis.SetLogger(&logging.VoidLogger{})
+	code := func() int {
+		if redistest.Available() {
+			dir, err := os.MkdirTemp("", "baton-redis-")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+			realRedis, err = redistest.StartServer(dir)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer realRedis.Stop()
+		} else if redistest.Required() {
+			fmt.Fprintln(os.Stderr, "BATON_REQUIRE_REDIS=1 but redis-server is not on PATH")
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// env is one test's Redis: miniredis or the shared real server under a
+// prefix of its own.
+type env struct {
+	t      testing.TB
+	mr     *miniredis.Miniredis // nil on the real tier
+	addr   string
+	prefix string
+	rdb    *redis.Client
+	log    *testLog
+
+	mu    sync.Mutex
+	clock time.Time // miniredis: the frozen Redis clock
+}
+
+var prefixSeq atomic.Int64
+
+// tiers runs fn once per tier as subtests.
+func tiers(t *testing.T, fn func(t *testing.T, e *env)) {
+	t.Run("miniredis", func(t *testing.T) { fn(t, newMiniEnv(t)) })
+	t.Run("redis", func(t *testing.T) { fn(t, newRealEnv(t)) })
+}
+
+func newMiniEnv(t testing.TB) *env {
+	e := &env{t: t, log: newTestLog(t), prefix: "baton"}
+	e.mr = miniredis.RunT(t)
+	e.addr = e.mr.Addr()
+	e.clock = time.Now()
+	e.mr.SetTime(e.clock)
+	e.rdb = e.client()
+	return e
+}
+
+func newRealEnv(t testing.TB) *env {
+	if realRedis == nil {
+		if redistest.Required() {
+			t.Fatal("BATON_REQUIRE_REDIS=1 but no redis-server")
+		}
+		t.Skip("redis-server not on PATH")
+	}
+	e := &env{t: t, log: newTestLog(t), addr: realRedis.Addr, prefix: fmt.Sprintf("t%d", prefixSeq.Add(1))}
+	e.rdb = e.client()
+	return e
+}
+
+// client returns a new client of its own (its own pool), closed at cleanup.
+func (e *env) client() *redis.Client {
+	rdb := redis.NewClient(&redis.Options{Addr: e.addr})
+	e.t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// advance moves the Redis clock: miniredis's frozen clock; the real
+// server's by sleeping.
+func (e *env) advance(d time.Duration) {
+	if e.mr == nil {
+		time.Sleep(d)
+		return
+	}
+	e.mu.Lock()
+	e.clock = e.clock.Add(d)
+	e.mr.SetTime(e.clock)
+	e.mu.Unlock()
+	e.mr.FastForward(d)
+}
+
+// coordinator returns a Coordinator on a client of its own, logging to
+// t.Log, closed at cleanup.
+func (e *env) coordinator() *coordinator.Coordinator {
+	e.t.Helper()
+	c, err := coordinator.New(e.client(), coordinator.Options{
+		Prefix:        e.prefix,
+		LeaseTTL:      3 * time.Second,
+		QueueTimeout:  time.Minute,
+		SweepInterval: -1,
+		Logger:        e.log.logger("coordinator"),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// config is cfg with the env's prefix and a logger to t.Log.
+func (e *env) config(cfg completion.Config) completion.Config {
+	cfg.Prefix = e.prefix
+	if cfg.Logger == nil {
+		cfg.Logger = e.log.logger("listener")
+	}
+	return cfg
+}
+
+// listen starts a listener for c with cfg (see config), stopped at cleanup.
+func (e *env) listen(c completion.Coordinator, cfg completion.Config) *completion.Listener {
+	e.t.Helper()
+	l, err := completion.New(e.client(), c, e.config(cfg))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := l.Start(ctxT(e.t)); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(l.Stop)
+	return l
+}
+
+func (e *env) stream() string { return coordinator.CompletedStream(e.prefix) }
+
+func (e *env) publish(action, id, status string) {
+	e.t.Helper()
+	if err := coordinator.PublishCompletionWithPrefix(ctxT(e.t), e.rdb, e.prefix, action, id, status); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) stats(c *coordinator.Coordinator, action string) coordinator.QueueStats {
+	e.t.Helper()
+	st, err := c.QueueStats(ctxT(e.t), action)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+// pending is the number of entries of group read but not acknowledged.
+func (e *env) pending(group string) int64 {
+	e.t.Helper()
+	p, err := e.rdb.XPending(ctxT(e.t), e.stream(), group).Result()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p.Count
+}
+
+// consumers lists the consumers of group.
+func (e *env) consumers(group string) []string {
+	e.t.Helper()
+	cs, err := e.rdb.XInfoConsumers(ctxT(e.t), e.stream(), group).Result()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var names []string
+	for _, c := range cs {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
+// counts counts a listener's outcomes (its OnEvent).
+type counts struct {
+	mu sync.Mutex
+	n  map[completion.Outcome]int
+}
+
+func (c *counts) add(o completion.Outcome) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[completion.Outcome]int{}
+	}
+	c.n[o]++
+}
+
+func (c *counts) get(o completion.Outcome) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[o]
+}
+
+func (c *counts) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprint(c.n)
+}
+
+// eventually polls cond until it holds or d passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// testLog sends logs to t.Log until the test's last cleanup, and drops
+// them after (a goroutine may log late).
+type testLog struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+// newTestLog must be called before anything that logs is created, so that
+// its cleanup runs after theirs.
+func newTestLog(t testing.TB) *testLog {
+	l := &testLog{t: t}
+	t.Cleanup(func() {
+		l.mu.Lock()
+		l.done = true
+		l.mu.Unlock()
+	})
+	return l
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		l.t.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (l *testLog) logger(name string) *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug})).
+		With(slog.String("test_logger", name))
+}
