@@ -6,17 +6,10 @@
 package redistest
 
 import (
-	"context"
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Server is one redis-server process.
@@ -24,7 +17,7 @@ type Server struct {
 	Addr string
 	port int
 	dir  string
-	cmd  *exec.Cmd
+	proc *process
 }
 
 // Required reports whether BATON_REQUIRE_REDIS asks for a real Redis.
@@ -36,9 +29,9 @@ func Available() bool {
 	return err == nil
 }
 
-// Start starts a redis-server for the test and stops it when the test ends.
-// It skips the test when redis-server is missing, unless Required.
-func Start(tb testing.TB) *Server {
+// need skips the test when redis-server is missing, or fails it when
+// Required.
+func need(tb testing.TB) {
 	tb.Helper()
 	if !Available() {
 		if Required() {
@@ -46,6 +39,13 @@ func Start(tb testing.TB) *Server {
 		}
 		tb.Skip("redistest: redis-server not on PATH (set BATON_REQUIRE_REDIS=1 to fail instead)")
 	}
+}
+
+// Start starts a redis-server for the test and stops it when the test ends.
+// It skips the test when redis-server is missing, unless Required.
+func Start(tb testing.TB) *Server {
+	tb.Helper()
+	need(tb)
 	s, err := StartServer(tb.TempDir())
 	if err != nil {
 		tb.Fatal(err)
@@ -57,47 +57,22 @@ func Start(tb testing.TB) *Server {
 // StartServer starts a redis-server keeping its files in dir. The caller
 // must Stop it.
 func StartServer(dir string) (*Server, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), port: port, dir: dir}
-	return s, s.start()
+	return withFreePorts(1, func(ports []int) (*Server, error) {
+		s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), port: ports[0], dir: dir}
+		return s, s.start()
+	})
 }
 
 func (s *Server) start() error {
-	s.cmd = exec.Command("redis-server",
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"), "--maxclients", "10000")
-	dieWithParent(s.cmd)
-	if err := s.cmd.Start(); err != nil {
-		return fmt.Errorf("redistest: starting redis-server: %w", err)
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
-	defer rdb.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := rdb.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			return fmt.Errorf("redistest: redis-server on %s did not answer: %w", s.Addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var err error
+	s.proc, err = spawn(s.dir, "redis", s.port, nil,
+		append([]string{"--port", strconv.Itoa(s.port)}, baseArgs(s.dir, "redis")...)...)
+	return err
 }
 
 // Stop kills the server. Everything it held is gone.
 func (s *Server) Stop() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
-		s.cmd = nil
-	}
+	s.proc.kill()
 }
 
 // Restart kills the server and starts an empty one on the same port, as a
@@ -105,13 +80,4 @@ func (s *Server) Stop() {
 func (s *Server) Restart() error {
 	s.Stop()
 	return s.start()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
