@@ -135,7 +135,7 @@ func (c *Cluster) form() error {
 			return fmt.Errorf("redistest: cluster: CLUSTER MEET %s: %w", n.addr(), err)
 		}
 	}
-	if err := c.waitFor(ctx, "every node to know all six", c.allKnown); err != nil {
+	if err := waitUntil(ctx, "cluster: every node to know all six", c.allKnown); err != nil {
 		return err
 	}
 	for i, n := range c.nodes[3:] {
@@ -146,26 +146,7 @@ func (c *Cluster) form() error {
 			return fmt.Errorf("redistest: cluster: CLUSTER REPLICATE on %s: %w", n.addr(), err)
 		}
 	}
-	return c.waitFor(ctx, "the cluster to be ready", c.healthy)
-}
-
-// waitFor polls check until it returns nil or ctx ends; the error names
-// what was awaited and the last reason it was not so.
-func (c *Cluster) waitFor(ctx context.Context, what string, check func(context.Context) error) error {
-	var last error
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		last = check(cctx)
-		cancel()
-		if last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("redistest: cluster: waiting for %s: %w", what, last)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return waitUntil(ctx, "cluster: the cluster to be ready", c.healthy)
 }
 
 // allKnown checks that every node lists six nodes, none in handshake.
@@ -388,7 +369,7 @@ func (c *Cluster) KillMaster(ctx context.Context, addr string) (promoted string,
 	n.proc.kill()
 	ctx, cancel := context.WithTimeout(ctx, clusterReadyTimeout)
 	defer cancel()
-	err = c.waitFor(ctx, "the replica "+replica+" of the killed master "+addr+" to be promoted", func(ctx context.Context) error {
+	err = waitUntil(ctx, "cluster: the replica "+replica+" of the killed master "+addr+" to be promoted", func(ctx context.Context) error {
 		r, err := c.node(replica)
 		if err != nil {
 			return err
@@ -460,7 +441,7 @@ func (c *Cluster) Revive(ctx context.Context, addr string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, clusterReadyTimeout)
 	defer cancel()
-	return c.waitFor(ctx, addr+" to rejoin as a replica", c.healthy)
+	return waitUntil(ctx, "cluster: "+addr+" to rejoin as a replica", c.healthy)
 }
 
 func (c *Cluster) node(addr string) (*clusterNode, error) {
