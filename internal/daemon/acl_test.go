@@ -1,0 +1,294 @@
+package daemon_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/internal/redistest"
+	"github.com/batonhq/baton/limits"
+)
+
+// aclLine is the ACL SETUSER line of docs/security.md, the one line after
+// its "acl-setuser" marker's code fence.
+func aclLine(t *testing.T) []string {
+	t.Helper()
+	f, err := os.Open(filepath.Join("..", "..", "docs", "security.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	marked := false
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.Contains(line, "acl-setuser:") {
+			marked = true
+		}
+		if marked && strings.HasPrefix(line, "ACL SETUSER ") {
+			return strings.Fields(line)
+		}
+	}
+	t.Fatal("docs/security.md: no ACL SETUSER line after the acl-setuser marker")
+	return nil
+}
+
+// aclLog returns the refusals ACL LOG holds, one line each.
+func aclLog(ctx context.Context, t *testing.T, admin *redis.Client) []string {
+	t.Helper()
+	entries, err := admin.Do(ctx, "ACL", "LOG").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, fmt.Sprint(e))
+	}
+	return out
+}
+
+// TestACLUserOfTheDocs creates exactly the user docs/security.md gives and
+// runs the library and the daemon (HTTP API, metrics, sweeper, completion
+// listener, shutdown) with it. Any command or key the user may not use is
+// recorded by ACL LOG, which must stay empty; and every command the line
+// allows must have run (INFO commandstats), so the line stays minimal.
+func TestACLUserOfTheDocs(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer admin.Close()
+
+	const password = "s3cret-for-the-test"
+	line := aclLine(t)
+	args := []any{}
+	for _, f := range line {
+		if f == ">CHANGE-ME" {
+			f = ">" + password
+		}
+		args = append(args, f)
+	}
+	if err := admin.Do(ctx, args...).Err(); err != nil {
+		t.Fatalf("%s: %v", strings.Join(line, " "), err)
+	}
+	user := line[2]
+	// Redis 7.2 added CLIENT SETINFO, which go-redis sends on connect; the
+	// docs tell 7.2 users to add it.
+	if info, err := admin.Do(ctx, "COMMAND", "INFO", "client|setinfo").Slice(); err == nil && len(info) == 1 && info[0] != nil {
+		if err := admin.Do(ctx, "ACL", "SETUSER", user, "+client|setinfo").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The detector works: the user is refused what Baton must not need,
+	// and ACL LOG says so.
+	as := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: user, Password: password})
+	defer as.Close()
+	for _, cmd := range [][]any{{"KEYS", "*"}, {"FLUSHDB"}, {"CONFIG", "GET", "maxmemory"}, {"GET", "other:key"},
+		{"SCAN", "0"}, {"INFO"}} {
+		if err := as.Do(ctx, cmd...).Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+			t.Fatalf("%v as %s: %v, want NOPERM", cmd, user, err)
+		}
+	}
+	if len(aclLog(ctx, t, admin)) == 0 {
+		t.Fatal("ACL LOG recorded none of the refusals")
+	}
+	if err := admin.Do(ctx, "ACL", "LOG", "RESET").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The daemon, with short deadlines so that heartbeats, sweeps and claims
+	// run during the test.
+	cfg := load(t, "BATON_REDIS_URL=redis://"+user+":"+password+"@"+srv.Addr,
+		"BATON_LEASE_TTL=600ms", "BATON_LEASE_ACK_TIMEOUT=300ms", "BATON_SWEEP_INTERVAL=100ms",
+		"BATON_COMPLETIONS_CLAIM_IDLE=100ms", "BATON_POLICIES=pack:core=3,action:core.http=1",
+		"BATON_HTTP_AUTH_TOKEN=tok")
+	ping(t, cfg) // PING and one admission, as the library
+	r := serves(t, cfg)
+
+	rdb, err := cfg.NewRedisClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	c, err := coordinator.New(rdb, cfg.CoordinatorOptions(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetConcurrencyLimit(ctx, limits.Action("core.http"), 1); err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.EnqueueAndWait(ctx, "core.http", "acl-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One waiter queues behind it; one gives up (its context ends); one is
+	// canceled through the API.
+	second := make(chan error, 1)
+	var secondLease *coordinator.Lease
+	go func() {
+		l, err := c.EnqueueAndWait(ctx, "core.http", "acl-2")
+		secondLease = l
+		second <- err
+	}()
+	waitQueued(ctx, t, c, "core.http", 1)
+	short, stop := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = c.EnqueueAndWait(short, "core.http", "acl-3")
+	stop()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("acl-3: %v, want the context's deadline", err)
+	}
+	// acl-4 waits in a process of its own, where it is the oldest waiter:
+	// a process watches only its oldest waiter's grant key, so the cancel
+	// of a younger one is noticed only when it becomes the oldest.
+	c2, err := coordinator.New(rdb, cfg.CoordinatorOptions(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	third := make(chan error, 1)
+	go func() {
+		_, err := c2.EnqueueAndWait(ctx, "core.http", "acl-4")
+		third <- err
+	}()
+	waitQueued(ctx, t, c, "core.http", 2)
+	if code := r.do(t, "POST", "/api/v1/actions/core.http/executions/acl-4/cancel", ""); code != 200 {
+		t.Fatalf("cancel acl-4 over HTTP: %d", code)
+	}
+	select {
+	case err := <-third:
+		if !errors.Is(err, coordinator.ErrCanceled) {
+			t.Fatalf("acl-4: %v, want ErrCanceled", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("acl-4 did not end within 30s of its cancel; ACL LOG: %v", aclLog(ctx, t, admin))
+	}
+
+	// Reads, through the library and the daemon.
+	if _, err := c.QueueStats(ctx, "core.http"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ExecutionState(ctx, "core.http", "acl-2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Actions(ctx, 0, 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Policies(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/api/v1/actions/core.http/queue-stats", "/api/v1/actions/core.http/executions/acl-1",
+		"/api/v1/policies", "/api/v1/policies/pack:core", "/metrics"} {
+		if code, body := r.get(t, path); code != 200 {
+			t.Fatalf("GET %s: %d %s", path, code, body)
+		}
+	}
+	if code := r.do(t, "PUT", "/api/v1/policies/pack:core", `{"max_concurrent": 2}`); code != 200 {
+		t.Fatalf("PUT policy: %d", code)
+	}
+
+	// The holder lives through a few heartbeats (LeaseTTL/3 = 200 ms) and
+	// sweeps, then hands its slot to acl-2.
+	time.Sleep(time.Second)
+	if err := first.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-second:
+		if err != nil {
+			t.Fatalf("acl-2: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("acl-2 was not admitted within 30s of the release")
+	}
+	// A worker reports acl-2 finished; the daemon's listener releases it and
+	// the holder's heartbeat notices the lease is gone.
+	if err := coordinator.PublishCompletion(ctx, rdb, "core.http", "acl-2", "succeeded"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-secondLease.Lost():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the listener did not release acl-2 within 30s of its completion event")
+	}
+	if _, err := c.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ClearConcurrencyLimit(ctx, limits.Action("core.http")); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.do(t, "DELETE", "/api/v1/policies/pack:core", ""); code != 204 {
+		t.Fatalf("DELETE policy: %d", code)
+	}
+	for _, c := range []*coordinator.Coordinator{c, c2} {
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.stop(t) // the listener forgets its consumer
+
+	if log := aclLog(ctx, t, admin); len(log) > 0 {
+		t.Fatalf("ACL LOG recorded %d refusals for %s; docs/security.md's line misses:\n%s", len(log), user,
+			strings.Join(log, "\n"))
+	}
+	// And the line is minimal: this workload used every command it allows.
+	stats, err := admin.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rule := range line {
+		if cmd, ok := strings.CutPrefix(rule, "+"); ok && (!strings.Contains(stats, "cmdstat_"+cmd+":calls=") ||
+			strings.Contains(stats, "cmdstat_"+cmd+":calls=0,")) {
+			t.Errorf("docs/security.md allows %s, which this workload never ran: is it still needed?", cmd)
+		}
+	}
+}
+
+// waitQueued waits until n executions wait in action's queue.
+func waitQueued(ctx context.Context, t *testing.T, c *coordinator.Coordinator, action string, n int64) {
+	t.Helper()
+	for i := 0; ; i++ {
+		st, err := c.QueueStats(ctx, action)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.QueueLength == n {
+			return
+		}
+		if i == 1000 {
+			t.Fatalf("%s: %d waiting after 20s, want %d", action, st.QueueLength, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// do sends a mutating request with the daemon's auth token and returns
+// its status.
+func (r *running) do(t *testing.T, method, path, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+r.addr+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
