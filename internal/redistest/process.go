@@ -35,6 +35,8 @@ type process struct {
 	port   int
 	dir    string
 	log    string
+	args   []string
+	tls    *tls.Config
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the process has exited
 }
@@ -43,11 +45,15 @@ type process struct {
 // (over TLS when tlsConf is set) at 127.0.0.1:port. If it exits first
 // because a port was taken, the error wraps errPortTaken.
 func spawn(dir, name string, port int, tlsConf *tls.Config, args ...string) (*process, error) {
-	p := &process{addr: "127.0.0.1:" + strconv.Itoa(port), port: port, dir: dir, log: filepath.Join(dir, name+".log")}
-	return p, p.start(tlsConf, args)
+	p := &process{addr: "127.0.0.1:" + strconv.Itoa(port), port: port, dir: dir, log: filepath.Join(dir, name+".log"),
+		args: args, tls: tlsConf}
+	return p, p.start()
 }
 
-func (p *process) start(tlsConf *tls.Config, args []string) error {
+// start starts the process with its arguments, as spawn did or again
+// after kill (an empty server on the same port).
+func (p *process) start() error {
+	tlsConf, args := p.tls, p.args
 	_ = os.Remove(p.log) // a retry's log must not show the last attempt's error
 	cmd := exec.Command("redis-server", args...)
 	cmd.Dir = p.dir

@@ -254,6 +254,50 @@ func (g *SentinelGroup) KillMaster(ctx context.Context) (string, error) {
 	return promoted, err
 }
 
+// Revive restarts every killed server, empty, on its old port, as a
+// replica of the current master (as the sentinels would reconfigure it,
+// only sooner). It returns once it has synced and every sentinel knows it
+// as a linked replica.
+func (g *SentinelGroup) Revive(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, clusterReadyTimeout)
+	defer cancel()
+	master, err := g.MasterAddr(ctx)
+	if err != nil {
+		return err
+	}
+	host, port, _ := strings.Cut(master, ":")
+	for _, p := range g.servers {
+		if !p.alive() {
+			var args []string
+			for i := 0; i < len(p.args); i++ {
+				if p.args[i] == "--replicaof" {
+					i += 2
+					continue
+				}
+				args = append(args, p.args[i])
+			}
+			p.args = append(args, "--replicaof", host, port)
+			if err := p.start(); err != nil {
+				return err
+			}
+		}
+	}
+	return waitUntil(ctx, "the sentinels to make the revived servers replicas", func(ctx context.Context) error {
+		master, err := g.MasterAddr(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range g.servers {
+			if p.addr != master {
+				if err := linkUp(ctx, p.addr); err != nil {
+					return err
+				}
+			}
+		}
+		return g.settled(ctx, master)
+	})
+}
+
 // Stop kills every process of the group.
 func (g *SentinelGroup) Stop() {
 	for _, p := range g.sentinels {

@@ -10,7 +10,8 @@ import (
 
 // TestSentinelFailover: the failover client writes to the master; after
 // the master is SIGKILLed a replica is promoted, the client reconnects to
-// it by itself and finds the write (synced before the kill).
+// it by itself and finds the write (synced before the kill). The killed
+// server comes back as a replica.
 func TestSentinelFailover(t *testing.T) {
 	g := redistest.StartSentinel(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -54,4 +55,13 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("SET after the failover: %v", err)
 	}
 	t.Logf("the failover client answered %s after the kill", time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
+	if err := g.Revive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s is a replica again after %s", before, time.Since(start).Round(time.Millisecond))
+	if got, err := g.MasterAddr(ctx); err != nil || got != after {
+		t.Fatalf("master after the revival: %q, %v; want %s", got, err, after)
+	}
 }
