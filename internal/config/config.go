@@ -91,9 +91,24 @@ type Redis struct {
 	TLSInsecureSkipVerify bool
 	// TLSCAFile is a PEM file of CA certificates to trust.
 	TLSCAFile string
+	// TLSCertFile and TLSKeyFile are a PEM client certificate and its key,
+	// for servers that require one (tls-auth-clients); both or neither.
+	TLSCertFile, TLSKeyFile string
 	// ClusterAddresses, when set, selects Redis Cluster with these seed nodes.
 	ClusterAddresses []string
+	// SentinelMasterName, when set, selects Redis Sentinel: the master the
+	// sentinels at SentinelAddresses monitor under this name.
+	SentinelMasterName string
+	// SentinelAddresses are the sentinels, host:port each.
+	SentinelAddresses []string
+	// SentinelUsername and SentinelPassword authenticate to the sentinels
+	// (Username and Password authenticate to the master).
+	SentinelUsername, SentinelPassword string
 }
+
+// TLSOn reports whether connections use TLS: redis.tls.enabled or a
+// rediss:// URL.
+func (r Redis) TLSOn() bool { return r.TLS || strings.HasPrefix(r.URL, "rediss://") }
 
 // Policy is one initial limit.
 type Policy struct {
@@ -128,7 +143,13 @@ var fields = []field{
 	{"redis.tls.enabled", false, boolean(func(c *Config) *bool { return &c.Redis.TLS })},
 	{"redis.tls.insecure_skip_verify", false, boolean(func(c *Config) *bool { return &c.Redis.TLSInsecureSkipVerify })},
 	{"redis.tls.ca_file", "", str(func(c *Config) *string { return &c.Redis.TLSCAFile }, checkCAFile)},
+	{"redis.tls.cert_file", "", str(func(c *Config) *string { return &c.Redis.TLSCertFile }, checkReadable)},
+	{"redis.tls.key_file", "", str(func(c *Config) *string { return &c.Redis.TLSKeyFile }, checkReadable)},
 	{"redis.cluster_addresses", []string{}, list(func(c *Config) *[]string { return &c.Redis.ClusterAddresses }, checkHostPort)},
+	{"redis.sentinel.master_name", "", str(func(c *Config) *string { return &c.Redis.SentinelMasterName }, nil)},
+	{"redis.sentinel.addresses", []string{}, list(func(c *Config) *[]string { return &c.Redis.SentinelAddresses }, checkHostPort)},
+	{"redis.sentinel.username", "", str(func(c *Config) *string { return &c.Redis.SentinelUsername }, nil)},
+	{"redis.sentinel.password", "", str(func(c *Config) *string { return &c.Redis.SentinelPassword }, nil)},
 	{"key_prefix", coordinator.DefaultPrefix, str(func(c *Config) *string { return &c.KeyPrefix }, checkPrefix)},
 	{"queue.max_length", 100_000, integer(func(c *Config) *int { return &c.QueueMaxLength }, positiveOrUnbounded)},
 	{"queue.timeout", "5m", duration(func(c *Config) *time.Duration { return &c.QueueTimeout }, nonZero)},
@@ -251,6 +272,7 @@ func (c Config) check() error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 	}
 	r := c.Redis
+	sentinel := r.SentinelMasterName != "" || len(r.SentinelAddresses) > 0
 	switch {
 	case r.URL != "" && r.Address != "":
 		return bad("redis.url = %q and redis.address = %q: set one, not both", r.URL, r.Address)
@@ -258,15 +280,42 @@ func (c Config) check() error {
 		return bad("redis.cluster_addresses = %q: cannot be combined with redis.url or redis.address", r.ClusterAddresses)
 	case len(r.ClusterAddresses) > 0 && r.DB != 0:
 		return bad("redis.db = %d: Redis Cluster has only database 0", r.DB)
+	case sentinel && (r.URL != "" || r.Address != "" || len(r.ClusterAddresses) > 0):
+		return bad("redis.sentinel is set: it cannot be combined with redis.url, redis.address or redis.cluster_addresses")
+	case r.SentinelMasterName != "" && len(r.SentinelAddresses) == 0:
+		return bad("redis.sentinel.master_name = %q: set redis.sentinel.addresses too", r.SentinelMasterName)
+	case len(r.SentinelAddresses) > 0 && r.SentinelMasterName == "":
+		return bad("redis.sentinel.addresses = %q: set redis.sentinel.master_name too", r.SentinelAddresses)
+	case (r.TLSCertFile == "") != (r.TLSKeyFile == ""):
+		return bad("redis.tls.cert_file = %q and redis.tls.key_file = %q: set both or neither", r.TLSCertFile, r.TLSKeyFile)
 	case c.AckTimeout >= c.LeaseTTL:
 		return bad("lease.ack_timeout = %s: must be below lease.ttl (%s)", c.AckTimeout, c.LeaseTTL)
 	}
+	if r.TLSCertFile != "" {
+		if _, err := tls.LoadX509KeyPair(r.TLSCertFile, r.TLSKeyFile); err != nil {
+			return bad("redis.tls.cert_file = %q and redis.tls.key_file = %q: not a certificate and its key: %v",
+				r.TLSCertFile, r.TLSKeyFile, err)
+		}
+	}
+	if !r.TLSOn() && !c.Embedded() {
+		orphan := map[string]bool{"redis.tls.ca_file": r.TLSCAFile != "", "redis.tls.cert_file": r.TLSCertFile != "",
+			"redis.tls.insecure_skip_verify": r.TLSInsecureSkipVerify}
+		for _, key := range []string{"redis.tls.ca_file", "redis.tls.cert_file", "redis.tls.insecure_skip_verify"} {
+			if orphan[key] {
+				return bad("%s is set but TLS is off (set redis.tls.enabled, or use a rediss:// URL)", key)
+			}
+		}
+	}
 	if c.Embedded() {
 		orphan := map[string]bool{"redis.username": r.Username != "", "redis.password": r.Password != "",
-			"redis.tls.enabled": r.TLS, "redis.db": r.DB != 0}
-		for _, key := range []string{"redis.username", "redis.password", "redis.tls.enabled", "redis.db"} {
+			"redis.tls.enabled": r.TLS, "redis.db": r.DB != 0, "redis.tls.ca_file": r.TLSCAFile != "",
+			"redis.tls.cert_file": r.TLSCertFile != "", "redis.sentinel.username": r.SentinelUsername != "",
+			"redis.sentinel.password": r.SentinelPassword != ""}
+		for _, key := range []string{"redis.username", "redis.password", "redis.tls.enabled", "redis.db",
+			"redis.tls.ca_file", "redis.tls.cert_file", "redis.sentinel.username", "redis.sentinel.password"} {
 			if orphan[key] {
-				return bad("%s is set but no Redis is (set redis.url, redis.address or redis.cluster_addresses)", key)
+				return bad("%s is set but no Redis is (set redis.url, redis.address, redis.cluster_addresses "+
+					"or redis.sentinel)", key)
 			}
 		}
 	}
@@ -276,7 +325,9 @@ func (c Config) check() error {
 // Embedded reports whether no Redis is configured, so the daemon runs an
 // in-process one.
 func (c Config) Embedded() bool {
-	return c.Redis.URL == "" && c.Redis.Address == "" && len(c.Redis.ClusterAddresses) == 0
+	r := c.Redis
+	return r.URL == "" && r.Address == "" && len(r.ClusterAddresses) == 0 && r.SentinelMasterName == "" &&
+		len(r.SentinelAddresses) == 0
 }
 
 // CoordinatorOptions are the coordinator.Options this configuration asks for.
@@ -292,29 +343,37 @@ func (c Config) CoordinatorOptions(log *slog.Logger) coordinator.Options {
 	}
 }
 
+// ClusterReloadInterval is how often the daemon's cluster client re-reads
+// the slot map. go-redis re-reads it on MOVED, but not when a master stops
+// answering; with its default (60 s) the daemon would keep dialing a dead
+// master for up to a minute after its replica took over.
+const ClusterReloadInterval = time.Second
+
 // NewRedisClient returns a client for the configured Redis (not the
-// embedded one: see Embedded). It does not connect.
+// embedded one: see Embedded): a cluster client for
+// redis.cluster_addresses, go-redis's failover client for redis.sentinel,
+// else a plain client. It does not connect.
 func (c Config) NewRedisClient() (redis.UniversalClient, error) {
 	r := c.Redis
-	var tlsConf *tls.Config
-	if r.TLS {
-		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: r.TLSInsecureSkipVerify} //nolint:gosec // opt-in by config
-		if r.TLSCAFile != "" {
-			pool, err := readCAFile(r.TLSCAFile)
-			if err != nil {
-				return nil, err
-			}
-			tlsConf.RootCAs = pool
-		}
+	tlsConf, err := r.tlsConfig()
+	if err != nil {
+		return nil, err
 	}
 	if len(r.ClusterAddresses) > 0 {
 		return redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs: r.ClusterAddresses, Username: r.Username, Password: r.Password, TLSConfig: tlsConf,
+			ClusterStateReloadInterval: ClusterReloadInterval,
+		}), nil
+	}
+	if r.SentinelMasterName != "" {
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: r.SentinelMasterName, SentinelAddrs: r.SentinelAddresses,
+			SentinelUsername: r.SentinelUsername, SentinelPassword: r.SentinelPassword,
+			Username: r.Username, Password: r.Password, DB: r.DB, TLSConfig: tlsConf,
 		}), nil
 	}
 	opts := &redis.Options{Addr: r.Address}
 	if r.URL != "" {
-		var err error
 		if opts, err = redis.ParseURL(r.URL); err != nil {
 			return nil, fmt.Errorf("%w: redis.url: %w", ErrInvalid, err)
 		}
@@ -331,10 +390,36 @@ func (c Config) NewRedisClient() (redis.UniversalClient, error) {
 	if tlsConf != nil {
 		if opts.TLSConfig != nil {
 			tlsConf.ServerName = opts.TLSConfig.ServerName
+			// ParseURL's skip_verify=true query parameter.
+			tlsConf.InsecureSkipVerify = tlsConf.InsecureSkipVerify || opts.TLSConfig.InsecureSkipVerify //nolint:gosec // opt-in
 		}
 		opts.TLSConfig = tlsConf
 	}
 	return redis.NewClient(opts), nil
+}
+
+// tlsConfig is the TLS configuration asked for, or nil when TLS is off.
+func (r Redis) tlsConfig() (*tls.Config, error) {
+	if !r.TLSOn() {
+		return nil, nil
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: r.TLSInsecureSkipVerify} //nolint:gosec // opt-in by config
+	if r.TLSCAFile != "" {
+		pool, err := readCAFile(r.TLSCAFile)
+		if err != nil {
+			return nil, err
+		}
+		conf.RootCAs = pool
+	}
+	if r.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(r.TLSCertFile, r.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: redis.tls.cert_file = %q and redis.tls.key_file = %q: %w",
+				ErrInvalid, r.TLSCertFile, r.TLSKeyFile, err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
 }
 
 func readCAFile(path string) (*x509.CertPool, error) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/internal/config"
+	"github.com/batonhq/baton/internal/redistest"
 	"github.com/batonhq/baton/limits"
 )
 
@@ -117,6 +118,11 @@ func TestEnvironmentForms(t *testing.T) {
 // the offending value.
 func TestValidationErrors(t *testing.T) {
 	ca := writeFile(t, "not a certificate")
+	files, err := redistest.GenerateTLSFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodCA := files.CA
 	cases := []struct {
 		env  string
 		want string // substrings: the key and the value
@@ -131,6 +137,9 @@ func TestValidationErrors(t *testing.T) {
 		{"BATON_REDIS_TLS_INSECURE_SKIP_VERIFY=2x", `redis.tls.insecure_skip_verify = "2x"`},
 		{"BATON_REDIS_TLS_CA_FILE=" + ca, `redis.tls.ca_file = "` + ca},
 		{"BATON_REDIS_CLUSTER_ADDRESSES=a:1,b", `redis.cluster_addresses = "a:1,b"`},
+		{"BATON_REDIS_TLS_CERT_FILE=/nonexistent/c.pem", `redis.tls.cert_file = "/nonexistent/c.pem": not a readable file`},
+		{"BATON_REDIS_TLS_KEY_FILE=/nonexistent/k.pem", `redis.tls.key_file = "/nonexistent/k.pem": not a readable file`},
+		{"BATON_REDIS_SENTINEL_ADDRESSES=a:1,b", `redis.sentinel.addresses = "a:1,b"`},
 		{"BATON_KEY_PREFIX=a{b", `key_prefix = "a{b"`},
 		{"BATON_KEY_PREFIX=", `key_prefix = ""`},
 		{"BATON_QUEUE_MAX_LENGTH=0", `queue.max_length = "0"`},
@@ -171,6 +180,19 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"BATON_LEASE_TTL=1s"}, `lease.ack_timeout = 5s: must be below lease.ttl (1s)`},
 		{[]string{"BATON_REDIS_PASSWORD=x"}, `redis.password is set but no Redis is`},
 		{[]string{"BATON_REDIS_DB=3"}, `redis.db is set but no Redis is`},
+		{[]string{"BATON_REDIS_SENTINEL_MASTER_NAME=m"}, `redis.sentinel.master_name = "m": set redis.sentinel.addresses too`},
+		{[]string{"BATON_REDIS_SENTINEL_ADDRESSES=s:1"}, `redis.sentinel.addresses = ["s:1"]: set redis.sentinel.master_name too`},
+		{[]string{"BATON_REDIS_SENTINEL_MASTER_NAME=m", "BATON_REDIS_SENTINEL_ADDRESSES=s:1", "BATON_REDIS_ADDRESS=b:2"},
+			`redis.sentinel is set: it cannot be combined with redis.url, redis.address or redis.cluster_addresses`},
+		{[]string{"BATON_REDIS_SENTINEL_PASSWORD=x"}, `redis.sentinel.password is set but no Redis is`},
+		{[]string{"BATON_REDIS_ADDRESS=b:2", "BATON_REDIS_TLS_CA_FILE=" + goodCA},
+			`redis.tls.ca_file is set but TLS is off (set redis.tls.enabled, or use a rediss:// URL)`},
+		{[]string{"BATON_REDIS_URL=redis://b:2", "BATON_REDIS_TLS_INSECURE_SKIP_VERIFY=true"},
+			`redis.tls.insecure_skip_verify is set but TLS is off`},
+		{[]string{"BATON_REDIS_URL=rediss://b:2", "BATON_REDIS_TLS_CERT_FILE=" + goodCA},
+			`redis.tls.cert_file = "` + goodCA + `" and redis.tls.key_file = "": set both or neither`},
+		{[]string{"BATON_REDIS_URL=rediss://b:2", "BATON_REDIS_TLS_CERT_FILE=" + goodCA, "BATON_REDIS_TLS_KEY_FILE=" + ca},
+			`redis.tls.cert_file = "` + goodCA + `" and redis.tls.key_file = "` + ca + `": not a certificate and its key`},
 	}
 	for _, tc := range multi {
 		_, err := config.Load(config.Sources{Environ: tc.env})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -345,6 +346,18 @@ func checkPrefix(s string) error {
 	if strings.ContainsAny(s, "{}") {
 		return errors.New("must not contain '{' or '}'")
 	}
+	return nil
+}
+
+func checkReadable(s string) error {
+	if s == "" {
+		return nil
+	}
+	f, err := os.Open(s)
+	if err != nil {
+		return errors.New("not a readable file")
+	}
+	f.Close()
 	return nil
 }
 

@@ -177,7 +177,9 @@ func connect(cfg config.Config, log *slog.Logger) (redis.UniversalClient, func()
 			return nil, nil, err
 		}
 		log.Info("redis: using", slog.String("redis_url", config.MaskedURL(cfg.Redis.URL)),
-			slog.String("redis_addr", cfg.Redis.Address), slog.Any("redis_cluster_addrs", cfg.Redis.ClusterAddresses))
+			slog.String("redis_addr", cfg.Redis.Address), slog.Any("redis_cluster_addrs", cfg.Redis.ClusterAddresses),
+			slog.String("redis_sentinel_master", cfg.Redis.SentinelMasterName),
+			slog.Any("redis_sentinel_addrs", cfg.Redis.SentinelAddresses), slog.Bool("redis_tls", cfg.Redis.TLSOn()))
 		return rdb, func() { rdb.Close() }, nil
 	}
 	mr := miniredis.NewMiniRedis()

@@ -3,7 +3,6 @@ package daemon_test
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -336,7 +335,7 @@ func TestCompletionEventsFreeSlotsAndCount(t *testing.T) {
 	want := []string{`baton_completion_events_total{outcome="released"} 1`, `baton_completion_events_total{outcome="not_held"} 1`}
 	var body string
 	for i := 0; ; i++ {
-		body = r.get(t, "/metrics")
+		body = r.getOK(t, "/metrics")
 		if strings.Contains(body, want[0]) && strings.Contains(body, want[1]) {
 			break
 		}
@@ -352,16 +351,13 @@ func TestCompletionEventsFreeSlotsAndCount(t *testing.T) {
 	r.stop(t)
 }
 
-func (r *running) get(t *testing.T, path string) string {
+// getOK returns the body of a GET on the running daemon, which must
+// answer 200.
+func (r *running) getOK(t *testing.T, path string) string {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 20 * time.Second}).Get("http://" + r.addr + path)
-	if err != nil {
-		t.Fatal(err)
+	code, body := r.get(t, path)
+	if code != 200 {
+		t.Fatalf("GET %s: %d %s", path, code, body)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
-	}
-	return string(b)
+	return body
 }
