@@ -47,6 +47,7 @@ if w then
   if wowner ~= owner then
     redis.call('HSET', K.waiting, exec, waiting_value(wseq, owner))
     push_token(wowner, exec, 's:' .. wseq)
+    notify_owner(wowner, exec)
   end
   touch_owner(owner, lease_ms)
   flush()
