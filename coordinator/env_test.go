@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"log/slog"
 	"fmt"
 	"os"
 	"strings"
@@ -123,14 +124,31 @@ func (e *env) waitClient() *redis.Client {
 	return rdb
 }
 
+// opts are the options of the tests' Coordinators. The lease is long, so
+// that a live process starved of CPU is not presumed dead (tests of expiry
+// set their own); the logs go to t.Log.
 func (e *env) opts() coordinator.Options {
 	return coordinator.Options{
 		Prefix:        e.prefix,
-		LeaseTTL:      3 * time.Second,
-		AckTimeout:    500 * time.Millisecond,
+		LeaseTTL:      20 * time.Second,
+		AckTimeout:    time.Second,
 		QueueTimeout:  time.Minute,
 		SweepInterval: -1,
+		Logger:        testLogger(e.t),
 	}
+}
+
+// testLogger sends a Coordinator's logs to t.Log.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
 
 // coordinator returns a Coordinator on a client of its own, closed at cleanup.
@@ -138,6 +156,9 @@ func (e *env) coordinator(opts coordinator.Options) *coordinator.Coordinator {
 	e.t.Helper()
 	if opts.Prefix == "" {
 		opts.Prefix = e.prefix
+	}
+	if opts.Logger == nil {
+		opts.Logger = testLogger(e.t)
 	}
 	c, err := coordinator.New(e.client(), opts)
 	if err != nil {
