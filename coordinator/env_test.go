@@ -2,8 +2,8 @@ package coordinator_test
 
 import (
 	"context"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
