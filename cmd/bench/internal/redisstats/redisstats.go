@@ -32,7 +32,9 @@ type CommandStats map[string]int64
 func ParseCommandStats(info string) CommandStats { return parseCommandStats(info, "calls=") }
 
 // ParseCommandUsec reads the microseconds spent per command (usec=) from INFO
-// commandstats: Redis's own CPU time in each command, scripts included.
+// commandstats: the (wall-clock) time Redis spent executing each command. A
+// script's time includes its redis.calls, which Redis 7 also adds to their
+// own commands' usec; for the server's CPU time see ParseCPU.
 func ParseCommandUsec(info string) CommandStats { return parseCommandStats(info, "usec=") }
 
 func parseCommandStats(info, field string) CommandStats {
