@@ -95,7 +95,8 @@ func newRealEnv(t testing.TB) *env {
 
 // client returns a new client of its own (its own pool), closed at cleanup.
 func (e *env) client() *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 64})
+	// Long timeouts: a CPU-starved test must not turn slowness into errors.
+	rdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 64, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
 	e.t.Cleanup(func() { rdb.Close() })
 	return rdb
 }
@@ -119,7 +120,7 @@ func (e *env) advance(d time.Duration) {
 // waitClient is a client for a Coordinator's blocking waits: no retries,
 // as the Coordinator's own would be.
 func (e *env) waitClient() *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Addr: e.addr, MaxRetries: -1})
+	rdb := redis.NewClient(&redis.Options{Addr: e.addr, MaxRetries: -1, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
 	e.t.Cleanup(func() { rdb.Close() })
 	return rdb
 }
