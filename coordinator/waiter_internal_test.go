@@ -164,7 +164,7 @@ func tableRows() []stepCase {
 		stepCase{name: "givingUp/giveUpFailed", from: waiterGivingUp, why: errWhy, ev: evGiveUpFailed,
 			next: waiterDone, eff: doRetryGiveUp, errIs: []error{errWhy}, wantWhy: errWhy},
 		stepCase{name: "givingUp/giveUpFailed with a remembered grant", from: waiterGivingUp, why: errWhy, stashed: 9,
-			ev: evGiveUpFailed,
+			ev:   evGiveUpFailed,
 			next: waiterDone, eff: doRetryGiveUp, errIs: []error{errWhy}, wantWhy: errWhy, wantStashed: 9},
 	)
 	// done
