@@ -67,7 +67,7 @@ type rfFaults struct{ kill, flush, pause bool }
 
 const (
 	rfLoad      = 10 * time.Second // load, then drain
-	rfWorkers   = 10
+	rfWorkers   = 14
 	rfMaxCalls  = 300 // per worker
 	rfCoords    = 4
 	rfLeaseTTL  = 3 * time.Second
@@ -122,6 +122,7 @@ type rfHarness struct {
 	seqFence   map[string][][2]int64 // fresh grants: (seq, fence)
 	ids        map[string]*rfID      // action/id
 	inflight   map[int64]*rfCall
+	trace      map[string][]string // action/id -> what happened to it
 	outcomes   map[string]int
 	notes      map[string]int
 	violations []string
@@ -132,6 +133,36 @@ func (h *rfHarness) violate(format string, args ...any) {
 	h.mu.Lock()
 	h.violations = append(h.violations, time.Now().Format("15:04:05.000 ")+msg)
 	h.mu.Unlock()
+}
+
+// traceLocked notes one event of an execution ID, for failure messages.
+func (h *rfHarness) traceLocked(key, format string, args ...any) {
+	h.trace[key] = append(h.trace[key], time.Now().Format("15:04:05.000 ")+fmt.Sprintf(format, args...))
+}
+
+func (h *rfHarness) tr(key, format string, args ...any) {
+	h.mu.Lock()
+	h.traceLocked(key, format, args...)
+	h.mu.Unlock()
+}
+
+// traces renders the traces of the execution IDs named in s (keys dumps).
+func (h *rfHarness) traces(s string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var b strings.Builder
+	keys := make([]string, 0, len(h.trace))
+	for k := range h.trace {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		_, id, _ := strings.Cut(k, "/")
+		if strings.Contains(s, id+":") || strings.Contains(s, id+" ") || strings.Contains(s, id+"]") {
+			fmt.Fprintf(&b, "\n  trace of %s:\n    %s", k, strings.Join(h.trace[k], "\n    "))
+		}
+	}
+	return b.String()
 }
 
 func (h *rfHarness) count(m map[string]int, k string) {
@@ -160,7 +191,7 @@ func runRandomFaults(t *testing.T, e *env, seed int64, faults rfFaults) {
 		spans: map[string][]rfSpan{}, current: map[string]int{},
 		holders: map[string]map[int64]string{}, released: map[string]map[int64]int{},
 		fenceOf: map[string]map[int64]string{}, maxFence: map[string]int64{}, seqFence: map[string][][2]int64{},
-		ids: map[string]*rfID{}, inflight: map[int64]*rfCall{}, outcomes: map[string]int{}, notes: map[string]int{},
+		ids: map[string]*rfID{}, inflight: map[int64]*rfCall{}, trace: map[string][]string{}, outcomes: map[string]int{}, notes: map[string]int{},
 	}
 	log := newTestLog(t, "")
 	for i := 0; i < rfCoords; i++ {
@@ -185,7 +216,11 @@ func runRandomFaults(t *testing.T, e *env, seed int64, faults rfFaults) {
 		h.cs = append(h.cs, c)
 		h.qt = append(h.qt, qt)
 	}
-	t.Logf("%s: QueueTimeouts %v; faults %+v", e.tier, h.qt, faults)
+	owners := make([]string, len(h.cs))
+	for i, c := range h.cs {
+		owners[i] = c.Owner()
+	}
+	t.Logf("%s: owners %v (the last one pauses in redis-pause), QueueTimeouts %v; faults %+v", e.tier, owners, h.qt, faults)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for i, a := range rfActions {
@@ -247,7 +282,10 @@ func runRandomFaults(t *testing.T, e *env, seed int64, faults rfFaults) {
 			break
 		}
 		if time.Now().After(deadline) {
-			h.violate("leak: 20s after the load, still waiting or running: %s; keys: %s", why, h.dumpKeys(ctx))
+			dump := h.dumpKeys(ctx)
+			h.violate("leak: 20s after the load, still waiting or running: %s; keys: %s%s\n  (a waiter in Redis whose "+
+				"process ended its call with \"re-attached by another process\" while owning it? see TestStaleSupersedeToken)",
+				why, dump, h.traces(dump))
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -325,6 +363,7 @@ func (h *rfHarness) oneCall(ctx context.Context, r *rand.Rand, w, i int) {
 	n := h.calls.Add(1)
 	call := &rfCall{n: n, action: act, id: id, coord: ci, start: now, bound: bound}
 	h.inflight[n] = call
+	h.traceLocked(act+"/"+id, "call %d on coordinator %d (%s): context %s, bound %s, re-attach %v", n, ci, h.cs[ci].Owner(), kind, bound, reattach)
 	h.mu.Unlock()
 
 	l, err := h.cs[ci].EnqueueAndWait(cctx, act, id)
@@ -336,6 +375,11 @@ func (h *rfHarness) oneCall(ctx context.Context, r *rand.Rand, w, i int) {
 	shared, canceled := info.shared, info.canceled
 	h.mu.Unlock()
 	live := !shared && !canceled && !ctxDone
+	if l != nil {
+		h.tr(act+"/"+id, "call %d: lease token %d seq %d after %s", n, l.Token(), l.Seq(), took.Round(time.Millisecond))
+	} else {
+		h.tr(act+"/"+id, "call %d: %v after %s (context done: %v)", n, err, took.Round(time.Millisecond), ctxDone)
+	}
 	what := fmt.Sprintf("%s/%s (coordinator %d, context %s, re-attach %v, shared %v, canceled %v)", act, id, ci, kind, reattach, shared, canceled)
 	if took > bound+rfCallSlack {
 		h.violate("%s: the call took %s, its bound is %s", what, took.Round(time.Millisecond), bound)
@@ -372,7 +416,8 @@ func (h *rfHarness) oneCall(ctx context.Context, r *rand.Rand, w, i int) {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		h.count(h.outcomes, "context")
 		if !ctxDone {
-			h.violate("%s: context error %v but the context is not done", what, err)
+			h.violate("%s: context error %v but the context is not done (a re-attach that joined a waiter giving up "+
+				"for another caller? see TestReattachWhileGivingUp)", what, err)
 		}
 	default:
 		h.violate("%s: undocumented error: %v", what, err)
@@ -439,6 +484,7 @@ func (h *rfHarness) hold(ctx context.Context, r *rand.Rand, what, act, id string
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	err := l.Release(rctx)
+	h.tr(act+"/"+id, "release of token %d (lost before: %v): %v", fence, lost, err)
 	switch {
 	case err == nil:
 		h.mu.Lock()
@@ -515,8 +561,11 @@ func (h *rfHarness) canceler(ctx context.Context, r *rand.Rand, until time.Time)
 		slices.Sort(keys)
 		c := h.inflight[keys[r.IntN(len(keys))]]
 		h.ids[c.action+"/"+c.id].canceled = true
+		ci := r.IntN(len(h.cs))
+		h.traceLocked(c.action+"/"+c.id, "CancelExecution from coordinator %d", ci)
 		h.mu.Unlock()
-		removed, err := h.cs[r.IntN(len(h.cs))].CancelExecution(ctx, c.action, c.id)
+		removed, err := h.cs[ci].CancelExecution(ctx, c.action, c.id)
+		h.tr(c.action+"/"+c.id, "CancelExecution: removed %v, error %v", removed, err)
 		switch {
 		case err != nil:
 			h.violate("CancelExecution %s/%s: %v", c.action, c.id, err)
@@ -535,9 +584,9 @@ func (h *rfHarness) injector(ctx context.Context, r *rand.Rand, until time.Time)
 		return
 	}
 	for time.Now().Before(until) {
-		time.Sleep(time.Duration(200+r.IntN(1000)) * time.Millisecond)
+		time.Sleep(time.Duration(100+r.IntN(500)) * time.Millisecond)
 		switch p := r.IntN(100); {
-		case p < 45 && f.kill:
+		case p < 40 && f.kill:
 			n, err := h.e.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "normal").Int64()
 			if err != nil {
 				h.violate("injecting CLIENT KILL: %v", err)
@@ -546,7 +595,7 @@ func (h *rfHarness) injector(ctx context.Context, r *rand.Rand, until time.Time)
 			h.notes["fault: client kill"]++
 			h.notes["fault: connections killed"] += int(n)
 			h.mu.Unlock()
-		case p < 80 && f.flush:
+		case p < 70 && f.flush:
 			if err := h.e.rdb.ScriptFlush(ctx).Err(); err != nil {
 				h.violate("injecting SCRIPT FLUSH: %v", err)
 			}
@@ -577,7 +626,8 @@ func (h *rfHarness) checkAfter(ctx context.Context) {
 			}
 		case strings.HasSuffix(k, "}:queue") || strings.HasSuffix(k, "}:waiting") ||
 			strings.HasSuffix(k, "}:running") || strings.HasSuffix(k, "}:holders"):
-			h.violate("key %s left behind: %s", k, h.dumpKey(ctx, k))
+			dump := h.dumpKey(ctx, k)
+			h.violate("key %s left behind: %s%s", k, dump, h.traces(dump))
 		}
 	}
 	o := coordinator.Options{Prefix: e.prefix, LeaseTTL: rfLeaseTTL, AckTimeout: rfAck, SweepInterval: -1}
