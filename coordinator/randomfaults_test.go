@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,8 +27,10 @@ import (
 // cancel (by context and by CancelExecution), queue timeouts, re-attach and
 // limit changes, with a seed it prints (BATON_FAULT_SEED reruns one), and
 // on the real redis-server injects faults at random moments: CLIENT KILL
-// TYPE normal, SCRIPT FLUSH, and (in the "redis-pause" run) a paused process
-// (every connection of one Coordinator frozen for less than LeaseTTL). It
+// TYPE normal, SCRIPT FLUSH, and in the "redis-pause" run paused processes
+// for less than LeaseTTL: every connection of one in-process Coordinator
+// frozen (pauser), and a Coordinator in a child process stopped with SIGSTOP
+// (randomchild_test.go; it reports its leases to this bookkeeping). It
 // checks with its own bookkeeping:
 //   - never more holders than the limit in force (the larger of the old and
 //     the new limit while a change spreads);
@@ -39,6 +42,9 @@ import (
 //     no lease of a live request is lost without the pause fault;
 //   - afterwards nothing waits or runs, no per-action list is left but grant
 //     and wake keys with a TTL, and QueueStats totals reconcile.
+//
+// BATON_FAULT_REATTACH=0 turns re-attaching off (to look past a known
+// re-attach bug).
 func TestRandomFaults(t *testing.T) {
 	seed := time.Now().UnixNano()
 	if s := os.Getenv("BATON_FAULT_SEED"); s != "" {
@@ -109,6 +115,7 @@ type rfHarness struct {
 	cs     []*coordinator.Coordinator
 	qt     []time.Duration // each Coordinator's QueueTimeout
 	pz     *pauser
+	child  *rfChild // SIGSTOPped at random (redis-pause)
 
 	calls atomic.Int64
 
@@ -231,6 +238,11 @@ func runRandomFaults(t *testing.T, e *env, seed int64, faults rfFaults) {
 		h.holders[a], h.released[a], h.fenceOf[a] = map[int64]string{}, map[int64]int{}, map[int64]string{}
 	}
 
+	if faults.pause {
+		h.child = h.startRFChild(t, time.Duration(200+rng.IntN(4801))*time.Millisecond)
+		t.Logf("%s: child process %d, owner %s (SIGSTOP)", e.tier, h.child.cmd.Process.Pid, h.child.owner)
+	}
+
 	loadEnd := time.Now().Add(rfLoad)
 	var workers, helpers sync.WaitGroup
 	for w := 0; w < rfWorkers; w++ {
@@ -249,7 +261,15 @@ func runRandomFaults(t *testing.T, e *env, seed int64, faults rfFaults) {
 	go func() { defer helpers.Done(); h.injector(ctx, rand.New(rand.NewPCG(uint64(seed), 1003)), loadEnd) }()
 
 	drained := make(chan struct{})
-	go func() { workers.Wait(); helpers.Wait(); close(drained) }()
+	go func() {
+		workers.Wait()
+		helpers.Wait()
+		if h.child != nil {
+			h.child.send("stop")
+			<-h.child.closed
+		}
+		close(drained)
+	}()
 	select {
 	case <-drained:
 	case <-time.After(rfLoad + 90*time.Second):
@@ -312,7 +332,7 @@ func (h *rfHarness) oneCall(ctx context.Context, r *rand.Rand, w, i int) {
 	id := ""
 	reattach := false
 	h.mu.Lock()
-	if r.IntN(100) < 15 && len(h.inflight) > 0 {
+	if r.IntN(100) < 15 && len(h.inflight) > 0 && os.Getenv("BATON_FAULT_REATTACH") != "0" {
 		keys := make([]int64, 0, len(h.inflight))
 		for k := range h.inflight {
 			keys = append(keys, k)
@@ -431,27 +451,13 @@ func (h *rfHarness) oneCall(ctx context.Context, r *rand.Rand, w, i int) {
 func (h *rfHarness) hold(ctx context.Context, r *rand.Rand, what, act, id string, l *coordinator.Lease, reattach bool, floor int64, windowFrom time.Time) {
 	fence := l.Token()
 	h.mu.Lock()
-	if prev, ok := h.fenceOf[act][fence]; ok && prev != id {
-		h.violations = append(h.violations, fmt.Sprintf("%s: token %d granted to %s and to %s", act, fence, prev, id))
-	}
-	h.fenceOf[act][fence] = id
 	if !reattach {
 		if fence <= floor {
 			h.violations = append(h.violations, fmt.Sprintf("%s: token %d not above %d, a token seen before the request started", what, fence, floor))
 		}
 		h.seqFence[act] = append(h.seqFence[act], [2]int64{l.Seq(), fence})
 	}
-	h.maxFence[act] = max(h.maxFence[act], fence)
-	if _, done := h.released[act][fence]; !done {
-		if _, held := h.holders[act][fence]; !held {
-			h.holders[act][fence] = id
-			now := time.Now()
-			if n, lim := len(h.holders[act]), h.maxLimitLocked(act, windowFrom, now); n > lim {
-				h.violations = append(h.violations, fmt.Sprintf("%s %s: %d holders %v, limit in force at most %d (spans %+v)",
-					now.Format("15:04:05.000"), act, n, h.holders[act], lim, h.spans[act]))
-			}
-		}
-	}
+	h.recordLeaseLocked(what, act, id, fence, windowFrom)
 	h.mu.Unlock()
 
 	t := time.NewTimer(time.Duration(r.IntN(300)) * time.Millisecond)
@@ -503,6 +509,29 @@ func (h *rfHarness) hold(ctx context.Context, r *rand.Rand, what, act, id string
 		}
 	default:
 		h.violate("%s: release of token %d: undocumented error: %v", what, fence, err)
+	}
+}
+
+// recordLeaseLocked counts a slot the test now holds (once per token) and
+// checks it against the limit that may have been in force since the
+// request started (windowFrom).
+func (h *rfHarness) recordLeaseLocked(what, act, id string, fence int64, windowFrom time.Time) {
+	if prev, ok := h.fenceOf[act][fence]; ok && prev != id {
+		h.violations = append(h.violations, fmt.Sprintf("%s: token %d granted to %s and to %s", what, fence, prev, id))
+	}
+	h.fenceOf[act][fence] = id
+	h.maxFence[act] = max(h.maxFence[act], fence)
+	if _, done := h.released[act][fence]; done {
+		return
+	}
+	if _, held := h.holders[act][fence]; held {
+		return
+	}
+	h.holders[act][fence] = id
+	now := time.Now()
+	if n, lim := len(h.holders[act]), h.maxLimitLocked(act, windowFrom, now); n > lim {
+		h.violations = append(h.violations, fmt.Sprintf("%s %s: %d holders %v, limit in force at most %d (spans %+v)",
+			now.Format("15:04:05.000"), act, n, h.holders[act], lim, h.spans[act]))
 	}
 }
 
@@ -600,10 +629,22 @@ func (h *rfHarness) injector(ctx context.Context, r *rand.Rand, until time.Time)
 				h.violate("injecting SCRIPT FLUSH: %v", err)
 			}
 			h.count(h.notes, "fault: script flush")
-		case f.pause && h.pz != nil:
+		case f.pause && p < 85:
 			d := time.Duration(200+r.IntN(800)) * time.Millisecond
 			h.pz.pause(d)
 			h.count(h.notes, "fault: pause")
+		case f.pause:
+			// SIGSTOP the child for less than LeaseTTL minus a heartbeat
+			// interval, so that its leases and liveness survive.
+			d := time.Duration(200+r.IntN(800)) * time.Millisecond
+			if err := h.child.signal(syscall.SIGSTOP); err != nil {
+				h.violate("SIGSTOP: %v", err)
+			}
+			time.Sleep(d)
+			if err := h.child.signal(syscall.SIGCONT); err != nil {
+				h.violate("SIGCONT: %v", err)
+			}
+			h.count(h.notes, "fault: SIGSTOP")
 		}
 	}
 }
