@@ -469,7 +469,11 @@ func (h *rfHarness) hold(ctx context.Context, r *rand.Rand, what, act, id string
 	h.recordLeaseLocked(what, act, id, fence, windowFrom)
 	h.mu.Unlock()
 
-	t := time.NewTimer(time.Duration(r.IntN(300)) * time.Millisecond)
+	holdFor := time.Duration(r.IntN(300)) * time.Millisecond
+	if r.IntN(100) < 5 { // past LeaseTTL: heartbeats must renew it through the faults
+		holdFor = rfLeaseTTL + time.Duration(r.IntN(1500))*time.Millisecond
+	}
+	t := time.NewTimer(holdFor)
 	select {
 	case <-t.C:
 	case <-l.Lost():
@@ -624,8 +628,19 @@ func (h *rfHarness) injector(ctx context.Context, r *rand.Rand, until time.Time)
 	}
 	for time.Now().Before(until) {
 		time.Sleep(time.Duration(100+r.IntN(500)) * time.Millisecond)
+		// Half of the faults pause a process in redis-pause; the rest
+		// drop connections or flush scripts.
+		choice := "flush"
 		switch p := r.IntN(100); {
-		case p < 40 && f.kill:
+		case f.pause && p < 25:
+			choice = "pause"
+		case f.pause && p < 50:
+			choice = "sigstop"
+		case f.kill && (p < 55 || !f.flush):
+			choice = "kill"
+		}
+		switch {
+		case choice == "kill":
 			n, err := h.e.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "normal").Int64()
 			if err != nil {
 				h.violate("injecting CLIENT KILL: %v", err)
@@ -634,16 +649,16 @@ func (h *rfHarness) injector(ctx context.Context, r *rand.Rand, until time.Time)
 			h.notes["fault: client kill"]++
 			h.notes["fault: connections killed"] += int(n)
 			h.mu.Unlock()
-		case p < 70 && f.flush:
+		case choice == "flush" && f.flush:
 			if err := h.e.rdb.ScriptFlush(ctx).Err(); err != nil {
 				h.violate("injecting SCRIPT FLUSH: %v", err)
 			}
 			h.count(h.notes, "fault: script flush")
-		case f.pause && p < 85:
+		case choice == "pause":
 			d := time.Duration(200+r.IntN(800)) * time.Millisecond
 			h.pz.pause(d)
 			h.count(h.notes, "fault: pause")
-		case f.pause:
+		case choice == "sigstop":
 			// SIGSTOP the child for less than LeaseTTL minus a heartbeat
 			// interval, so that its leases and liveness survive.
 			d := time.Duration(200+r.IntN(800)) * time.Millisecond
