@@ -636,7 +636,7 @@ func (h *rfHarness) injector(ctx context.Context, r *rand.Rand, until time.Time)
 			choice = "pause"
 		case f.pause && p < 50:
 			choice = "sigstop"
-		case f.kill && (p < 55 || !f.flush):
+		case f.kill && (p < 55 || (f.pause && p < 78) || !f.flush):
 			choice = "kill"
 		}
 		switch {

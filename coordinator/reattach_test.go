@@ -225,13 +225,13 @@ func TestStaleSupersedeToken(t *testing.T) {
 				"a stale s:<seq> token from B's earlier incarnation of x ended the new waiter. "+
 				"A new request y after the holder released, waiting 3s: %v; stats %+v",
 				r.err, r.l, st.Status, st.Owner, cB.Owner(), yErr, e.stats(cA, a))
-		case <-time.After(time.Second): // still waiting: right
+		case <-time.After(3 * time.Second): // still waiting (the wait loop's BLPOP rounds last 1s): right
 		}
 		must(t, holder.Release(ctx))
 		select {
 		case r := <-secondB:
 			if r.err != nil {
-				t.Fatalf("B's re-attach of x: %v, want a lease", r.err)
+				t.Fatalf("B's re-attach of x: %v, want a lease (ended by the stale s:<seq> token of its earlier incarnation?)", r.err)
 			}
 			must(t, r.l.Release(ctx))
 		case <-time.After(10 * time.Second):
