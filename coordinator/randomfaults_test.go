@@ -43,6 +43,11 @@ import (
 //   - afterwards nothing waits or runs, no per-action list is left but grant
 //     and wake keys with a TTL, and QueueStats totals reconcile.
 //
+// The seed fixes the test's random choices (operations, IDs, contexts,
+// options, fault kinds and gaps), not the interleaving of goroutines: a
+// race it finds may take a few runs with the same seed to show again; the
+// failure message traces the execution IDs involved.
+//
 // BATON_FAULT_REATTACH=0 turns re-attaching off (to look past a known
 // re-attach bug).
 func TestRandomFaults(t *testing.T) {
