@@ -18,7 +18,7 @@ import (
 // slowScript delays every call of one script (alone or in a pipeline) while
 // on, and says when a delayed call starts.
 type slowScript struct {
-	sha     string
+	sha, fn string // the script's EVALSHA hash and Function name
 	delay   time.Duration
 	on      atomic.Bool
 	started chan struct{} // one send per delayed call, dropped when full
@@ -26,7 +26,16 @@ type slowScript struct {
 
 func (s *slowScript) hit(cmd redis.Cmder) bool {
 	args := cmd.Args()
-	return s.on.Load() && len(args) > 1 && strings.EqualFold(cmd.Name(), "evalsha") && args[1] == s.sha
+	if !s.on.Load() || len(args) < 2 {
+		return false
+	}
+	switch strings.ToLower(cmd.Name()) {
+	case "evalsha":
+		return args[1] == s.sha
+	case "fcall":
+		return args[1] == s.fn
+	}
+	return false
 }
 
 func (s *slowScript) wait() {
@@ -67,7 +76,7 @@ func (s *slowScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 func TestReattachWhileGivingUp(t *testing.T) {
 	tiers(t, func(t *testing.T, e *env) {
 		ctx := ctxT(t)
-		slow := &slowScript{sha: scripts.ByName("cancel").Hash(), delay: time.Second, started: make(chan struct{}, 1)}
+		slow := &slowScript{sha: scripts.ByName("cancel").Hash(), fn: scripts.ByName("cancel").Function(), delay: time.Second, started: make(chan struct{}, 1)}
 		rdb := e.client()
 		rdb.AddHook(slow)
 		o := e.opts()
