@@ -27,7 +27,7 @@ import (
 // cancel (by context and by CancelExecution), queue timeouts, re-attach and
 // limit changes, with a seed it prints (BATON_FAULT_SEED reruns one), and
 // on the real redis-server injects faults at random moments: CLIENT KILL
-// TYPE normal, SCRIPT FLUSH, and in the "redis-pause" run paused processes
+// TYPE normal, SCRIPT FLUSH, FUNCTION FLUSH, and in the "redis-pause" run paused processes
 // for less than LeaseTTL: every connection of one in-process Coordinator
 // frozen (pauser), and a Coordinator in a child process stopped with SIGSTOP
 // (randomchild_test.go; it reports its leases to this bookkeeping). It
@@ -654,11 +654,18 @@ func (h *rfHarness) injector(ctx context.Context, r *rand.Rand, until time.Time)
 			h.notes["fault: client kill"]++
 			h.notes["fault: connections killed"] += int(n)
 			h.mu.Unlock()
-		case choice == "flush" && f.flush:
+		case choice == "flush" && f.flush && r.IntN(2) == 0:
 			if err := h.e.rdb.ScriptFlush(ctx).Err(); err != nil {
 				h.violate("injecting SCRIPT FLUSH: %v", err)
 			}
 			h.count(h.notes, "fault: script flush")
+		case choice == "flush" && f.flush:
+			// The operations run as a Function library where Redis has
+			// Functions: losing it must cost nothing either.
+			if err := h.e.rdb.FunctionFlush(ctx).Err(); err != nil {
+				h.violate("injecting FUNCTION FLUSH: %v", err)
+			}
+			h.count(h.notes, "fault: function flush")
 		case choice == "pause":
 			d := time.Duration(200+r.IntN(800)) * time.Millisecond
 			h.pz.pause(d)
