@@ -232,7 +232,11 @@ func (a *action) waitLoop() {
 			continue
 		}
 		attempt = 0
-		if len(res) != 2 || res[0] == wakeKey {
+		if len(res) != 2 {
+			continue
+		}
+		if res[0] == wakeKey {
+			a.handleWake(res[1], byKey)
 			continue
 		}
 		a.handleToken(byKey[res[0]], res[0], res[1], sent)
@@ -274,15 +278,41 @@ func (a *action) handleToken(w *waiter, key, raw string, sent time.Time) {
 	a.apply(w, evRemoved, 0, kind, nil)
 }
 
+// handleWake applies a token read from the wake key: "wake" (re-read the
+// waiters) or "x:<id>" (a waiter got a removal token, from another process's
+// cancel or re-attach; if the loop is not blocking on its key, look now).
+func (a *action) handleWake(raw string, blocking map[string]*waiter) {
+	id, ok := strings.CutPrefix(raw, "x:")
+	if !ok {
+		return
+	}
+	a.mu.Lock()
+	w := a.waiters[id]
+	a.mu.Unlock()
+	if w == nil || blocking[w.key] == w {
+		return
+	}
+	a.reconcileWaiters([]*waiter{w})
+}
+
 // reconcile reads where every local waiter stands (after an error on the
 // wait connection, or when a heartbeat found one missing), and applies it.
 // It retries until Redis answers or the Coordinator closes.
 func (a *action) reconcile() {
-	c := a.c
 	a.mu.Lock()
 	ws := make([]*waiter, 0, len(a.order))
-	pending := make([]scripts.Pending, 0, len(a.order))
-	for _, w := range a.order {
+	ws = append(ws, a.order...)
+	a.mu.Unlock()
+	a.reconcileWaiters(ws)
+}
+
+// reconcileWaiters is reconcile for some waiters.
+func (a *action) reconcileWaiters(all []*waiter) {
+	c := a.c
+	a.mu.Lock()
+	ws := make([]*waiter, 0, len(all))
+	pending := make([]scripts.Pending, 0, len(all))
+	for _, w := range all {
 		if w.state == waiterQueued || w.state == waiterSuspect {
 			ws = append(ws, w)
 			pending = append(pending, scripts.Pending{Execution: w.id, Seq: w.seqStr})

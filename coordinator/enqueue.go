@@ -33,6 +33,16 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 		return nil, err
 	}
 	a, l, w := c.attach(action, executionID)
+	for w != nil && w.abandoned() {
+		// Its last caller left and its give-up is in flight: that request
+		// is over; this one starts anew once it has ended.
+		select {
+		case <-w.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		a, l, w = c.attach(action, executionID)
+	}
 	switch {
 	case a == nil:
 		return nil, ErrClosed
@@ -114,6 +124,9 @@ func (c *Coordinator) attach(ref, id string) (a *action, l *Lease, w *waiter) {
 			return a, l, nil
 		}
 		if w := a.waiters[id]; w != nil {
+			if w.refs == 0 { // being given up for callers that left: not joinable
+				return a, nil, w
+			}
 			w.refs++
 			return a, nil, w
 		}

@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -94,7 +95,8 @@ func newRealEnv(t testing.TB) *env {
 
 // client returns a new client of its own (its own pool), closed at cleanup.
 func (e *env) client() *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 64})
+	// Long timeouts: a CPU-starved test must not turn slowness into errors.
+	rdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 64, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
 	e.t.Cleanup(func() { rdb.Close() })
 	return rdb
 }
@@ -118,19 +120,36 @@ func (e *env) advance(d time.Duration) {
 // waitClient is a client for a Coordinator's blocking waits: no retries,
 // as the Coordinator's own would be.
 func (e *env) waitClient() *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Addr: e.addr, MaxRetries: -1})
+	rdb := redis.NewClient(&redis.Options{Addr: e.addr, MaxRetries: -1, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
 	e.t.Cleanup(func() { rdb.Close() })
 	return rdb
 }
 
+// opts are the options of the tests' Coordinators. The lease is long, so
+// that a live process starved of CPU is not presumed dead (tests of expiry
+// set their own); the logs go to t.Log.
 func (e *env) opts() coordinator.Options {
 	return coordinator.Options{
 		Prefix:        e.prefix,
-		LeaseTTL:      3 * time.Second,
-		AckTimeout:    500 * time.Millisecond,
+		LeaseTTL:      20 * time.Second,
+		AckTimeout:    time.Second,
 		QueueTimeout:  time.Minute,
 		SweepInterval: -1,
+		Logger:        testLogger(e.t),
 	}
+}
+
+// testLogger sends a Coordinator's logs to t.Log.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
 
 // coordinator returns a Coordinator on a client of its own, closed at cleanup.
@@ -138,6 +157,9 @@ func (e *env) coordinator(opts coordinator.Options) *coordinator.Coordinator {
 	e.t.Helper()
 	if opts.Prefix == "" {
 		opts.Prefix = e.prefix
+	}
+	if opts.Logger == nil {
+		opts.Logger = testLogger(e.t)
 	}
 	c, err := coordinator.New(e.client(), opts)
 	if err != nil {

@@ -15,7 +15,9 @@ type QueueStats struct {
 	// QueueLength counts waiting executions (waiters of dead processes
 	// included until they reach the head and are dropped).
 	QueueLength int64
-	// ActiveCount counts executions holding a slot with an unexpired lease.
+	// ActiveCount counts executions holding a slot, from grant to release:
+	// an entry past its deadline counts until it is reclaimed (by the next
+	// admission that needs the slot, or a sweeper).
 	ActiveCount int64
 	// MaxConcurrent is the limit in force; limits.Unlimited (-1) when none.
 	MaxConcurrent int64

@@ -155,3 +155,48 @@ func TestTimeoutVersusGrantRace(t *testing.T) {
 		t.Logf("%d granted, %d gave up", granted, gaveUp)
 	})
 }
+
+// TestOperatorCancelOfAYoungWaiter: another process cancels a waiter that is
+// far from the head of its own process's waiters (its wait loop blocks on the
+// oldest ones only); the wait still ends at once with ErrCanceled.
+func TestOperatorCancelOfAYoungWaiter(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		c := e.coordinator(e.opts())
+		operator := e.coordinator(e.opts())
+		const a, n = "ocancel.a", 20
+		must(t, c.SetConcurrencyLimit(ctx, limits.Action(a), 1))
+		holdN(t, c, a, 1)
+		errs := make([]chan error, n)
+		for i := range n {
+			errs[i] = make(chan error, 1)
+			go func() {
+				_, err := c.EnqueueAndWait(ctx, a, fmt.Sprintf("w-%d", i))
+				errs[i] <- err
+			}()
+			eventually(t, 5*time.Second, "queued in order", func() bool { return e.stats(c, a).QueueLength == int64(i+1) })
+		}
+		removed, err := operator.CancelExecution(ctx, a, fmt.Sprintf("w-%d", n-1))
+		must(t, err)
+		if !removed {
+			t.Fatal("the youngest waiter was not waiting")
+		}
+		start := time.Now()
+		select {
+		case err := <-errs[n-1]:
+			if !errors.Is(err, coordinator.ErrCanceled) {
+				t.Fatalf("canceled waiter ended with %v, want ErrCanceled", err)
+			}
+			t.Logf("canceled waiter ended %s after the cancel", time.Since(start).Round(time.Millisecond))
+		case <-time.After(slowFloor):
+			t.Fatal("the canceled waiter did not end")
+		}
+		for i := 0; i < n-1; i++ {
+			select {
+			case err := <-errs[i]:
+				t.Fatalf("w-%d ended with %v, but only w-%d was canceled", i, err, n-1)
+			default:
+			}
+		}
+	})
+}

@@ -104,6 +104,14 @@ type waiter struct {
 	err   error
 }
 
+// abandoned reports whether every caller of the waiter left (its give-up is
+// under way): a new call for the same ID must not join it.
+func (w *waiter) abandoned() bool {
+	w.act.mu.Lock()
+	defer w.act.mu.Unlock()
+	return w.refs == 0 && w.state != waiterDone
+}
+
 // step applies one event. fence is the grant's token (evGrant); kind the
 // removal token's kind (evRemoved); why the reason to give up (evGiveUp).
 func (w *waiter) step(ev waiterEvent, fence int64, kind string, why error) (effect, error) {

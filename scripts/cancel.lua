@@ -9,7 +9,8 @@
 -- ARGV[5] acknowledgement deadline for the grants this call hands out (ms)
 --
 -- Reply {result, due}:
---   1  removed from the queue; its waiter is told with a "c" token
+--   1  removed from the queue; its waiter is told with a "c" token (and, for
+--      an operator's cancel, its process with "x:<id>" on its wake key)
 --   2  a grant was given back; the slot went to the next waiter
 --   0  nothing changed (not waiting, or another incarnation)
 -- Idempotent: a second cancel finds nothing and returns 0.
@@ -21,6 +22,9 @@ if w then
   local wseq, wowner = parse_waiting(w)
   if seq == '' or (wseq == seq and wowner == owner) then
     remove_waiter(exec, wseq, wowner, 'c', 'canceled')
+    if seq == '' then
+      notify_owner(wowner, exec) -- an operator's cancel: its process may not block on this key
+    end
     result = 1
   end
 elseif seq ~= '' then

@@ -47,6 +47,11 @@ if w then
   if wowner ~= owner then
     redis.call('HSET', K.waiting, exec, waiting_value(wseq, owner))
     push_token(wowner, exec, 's:' .. wseq)
+    notify_owner(wowner, exec)
+    -- Tokens left on this owner's key for the same seq (say, an "s" from
+    -- when it lost the execution before) are stale: they must not end the
+    -- waiter it registers now.
+    redis.call('DEL', grant_key(owner, exec))
   end
   touch_owner(owner, lease_ms)
   flush()

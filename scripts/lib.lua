@@ -207,6 +207,14 @@ local function push_token(owner, exec, token)
   redis.call('PEXPIRE', key, TOKEN_TTL_MS)
 end
 
+-- notify_owner tells an owner's wait loop that one of its waiters got a
+-- removal token it may not be blocking on (it blocks on its oldest only).
+local function notify_owner(owner, exec)
+  local key = BASE .. 'wake:' .. owner
+  redis.call('RPUSH', key, 'x:' .. exec)
+  redis.call('PEXPIRE', key, TOKEN_TTL_MS)
+end
+
 local function parse_holder(h)
   local fence, owner, since, seq, state = string.match(h, '^([^:]*):([^:]*):([^:]*):([^:]*):([^:]*)$')
   return { fence = fence, owner = owner, since = since, seq = seq, state = state }

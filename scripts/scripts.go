@@ -53,6 +53,12 @@ func (s *Script) Function() string { return s.fn }
 // Load puts the script's EVAL form in Redis's script cache.
 func (s *Script) Load(ctx context.Context, c redis.Scripter) error { return s.s.Load(ctx, c).Err() }
 
+// EvalSha queues the script's EVAL form on a pipeline; it fails with
+// NOSCRIPT unless the script was loaded (Load).
+func (s *Script) EvalSha(ctx context.Context, p redis.Pipeliner, keys []string, args ...any) *redis.Cmd {
+	return s.s.EvalSha(ctx, p, keys, args...)
+}
+
 // Run runs the script's EVAL form on c, loading it on NOSCRIPT.
 func (s *Script) Run(ctx context.Context, c redis.Scripter, keys []string, args ...any) (any, error) {
 	return s.s.Run(ctx, c, keys, args...).Result()

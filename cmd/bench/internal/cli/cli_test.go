@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -85,6 +86,48 @@ func TestThroughputOnMiniredis(t *testing.T) {
 	if w := m["workload"].(map[string]any); w["work"] != "exp:1ms" || w["executions"] != 40.0 {
 		t.Errorf("workload %v", w)
 	}
+	if _, ok := m["redis_cpu_us_per_admission"]; ok {
+		t.Error("a Redis CPU figure on miniredis")
+	}
+	if !hasNote(m, "miniredis has no INFO cpu: redis_cpu_us_per_admission needs --redis") {
+		t.Errorf("no note on the missing Redis CPU figure: %v", m["notes"])
+	}
+}
+
+func hasNote(m map[string]any, note string) bool {
+	notes, _ := m["notes"].([]any)
+	for _, n := range notes {
+		if n == note {
+			return true
+		}
+	}
+	return false
+}
+
+// checkRedisCPU: a run on real Redis reports the server's CPU time per
+// admission, and the rate at which it would fill one core.
+func checkRedisCPU(t *testing.T, m map[string]any) {
+	t.Helper()
+	us := num(t, m, "redis_cpu_us_per_admission")
+	bound := num(t, m, "redis_server_cpu_bound_admissions_per_s")
+	t.Logf("%v: Redis CPU %.1f µs per admission, one core: %.0f/s", m["limiter"], us, bound)
+	if us <= 0 || math.Abs(bound*us-1e6) > 1 {
+		t.Errorf("redis_cpu_us_per_admission %v, redis_server_cpu_bound_admissions_per_s %v", us, bound)
+	}
+}
+
+func TestThroughputOnRedisOneProcess(t *testing.T) {
+	srv := redistest.Start(t)
+	code, m := bench(t, "--redis", "redis://"+srv.Addr, "--actions", "2", "--limit", "2", "--executions", "60",
+		"--clients", "8", "--calibrate=false")
+	if code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	checkPromises(t, m, 2)
+	checkRedisCPU(t, m)
+	if notes, ok := m["notes"]; ok {
+		t.Errorf("notes on a plain Redis run: %v", notes)
+	}
 }
 
 func TestThroughputOnRedisWithProcessesAndBaseline(t *testing.T) {
@@ -112,6 +155,8 @@ func TestThroughputOnRedisWithProcessesAndBaseline(t *testing.T) {
 	if num(t, base, "limit_violations") != 0 || num(t, base, "lost") != 0 || num(t, base, "admitted") != 120 {
 		t.Errorf("baseline %v", base)
 	}
+	checkRedisCPU(t, m)
+	checkRedisCPU(t, base)
 }
 
 func TestCrashOnRedis(t *testing.T) {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -97,6 +98,10 @@ func runThroughput(ctx context.Context, f *Flags, e *env, stderr io.Writer) (*re
 	s := metrics.Summarize(col.Executions(), wl.Planned(), wl.Limit, 0)
 	r.Load = report.NewLoad("baton", s, counts, info.done(ctx), col.Failures())
 	r.Load.SetRedisUsec(info.usec)
+	r.Load.SetRedisCPU(info.cpu)
+	if n := info.cpuNote(); n != "" {
+		r.Notes = append(r.Notes, n)
+	}
 	if wl.Processes > 1 {
 		r.Notes = append(r.Notes, "redis_cmds_per_admission counts the children's commands; the parent only set the limits")
 	}
@@ -104,11 +109,14 @@ func runThroughput(ctx context.Context, f *Flags, e *env, stderr io.Writer) (*re
 	r.Failed = broken(r.Load)
 
 	if f.Baseline == "polling" {
-		base, err := runPolling(ctx, f, e, stderr)
+		base, note, err := runPolling(ctx, f, e, stderr)
 		if err != nil {
 			return nil, err
 		}
 		r.Baseline = base
+		if note != "" && !e.miniredis { // on miniredis the run's own note says it
+			r.Notes = append(r.Notes, "polling baseline: "+note)
+		}
 	}
 	return r, nil
 }
@@ -185,11 +193,12 @@ func startChildren(ctx context.Context, f *Flags, e *env, col *loadgen.Collector
 }
 
 // runPolling runs the same workload on the polling limiter, in this process.
-func runPolling(ctx context.Context, f *Flags, e *env, stderr io.Writer) (*report.Load, error) {
+// note says why its Redis CPU figure is missing ("" when it is not).
+func runPolling(ctx context.Context, f *Flags, e *env, stderr io.Writer) (l *report.Load, note string, err error) {
 	wl := f.Workload
 	rdb, counter, err := loadgen.Connect(e.url, loadgen.PoolSize(wl.Clients, wl.Actions))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer rdb.Close()
 	lim := polling.Limiter{Redis: rdb, Prefix: e.prefix, Limit: int64(wl.Limit)}
@@ -205,36 +214,65 @@ func runPolling(ctx context.Context, f *Flags, e *env, stderr io.Writer) (*repor
 	counts := counter.Snapshot().Sub(before)
 	stop()
 	s := metrics.Summarize(col.Executions(), wl.Planned(), wl.Limit, 0)
-	l := report.NewLoad("polling", s, counts, info.done(ctx), col.Failures())
+	l = report.NewLoad("polling", s, counts, info.done(ctx), col.Failures())
 	l.SetRedisUsec(info.usec)
+	l.SetRedisCPU(info.cpu)
 	l.RoundTripsPerQueuedAdmission, l.FastAdmissions = 0, l.Admitted
-	return l, nil
+	return l, info.cpuNote(), nil
 }
 
-// infoDiff takes INFO commandstats before and after (real Redis only).
+// infoDiff takes INFO commandstats and INFO cpu before and after a run
+// (real Redis only).
 type infoDiff struct {
-	rdb              *redis.Client
+	rdb *redis.Client
+	// statsOK says INFO commandstats was read before the run.
+	statsOK          bool
 	before, usecBase redisstats.CommandStats
 	// usec is the microseconds Redis spent in commands over the run, set by done.
 	usec int64
+	// cpuBase is the server's CPU time (µs) before the run; cpuErr says why
+	// it is unknown (miniredis, or INFO cpu unreadable).
+	cpuBase int64
+	cpuErr  error
+	// cpu is the server's CPU time (µs) over the run, set by done.
+	cpu int64
 }
+
+// errNoCPU: miniredis has no INFO cpu.
+var errNoCPU = errors.New("miniredis has no INFO cpu")
 
 func newInfoDiff(ctx context.Context, rdb *redis.Client, e *env) *infoDiff {
 	if e.miniredis {
-		return &infoDiff{}
+		return &infoDiff{cpuErr: errNoCPU}
 	}
+	d := &infoDiff{rdb: rdb}
 	before, usec, err := redisstats.ReadCommandStats(ctx, rdb)
-	if err != nil {
-		return &infoDiff{}
+	if err == nil {
+		d.statsOK, d.before, d.usecBase = true, before, usec
 	}
-	return &infoDiff{rdb: rdb, before: before, usecBase: usec}
+	// Read last, so that the CPU time of the INFO commandstats above is not the run's.
+	d.cpuBase, d.cpuErr = redisstats.ReadCPU(ctx, rdb)
+	return d
 }
 
+// done reads INFO cpu and INFO commandstats again; it sets usec and cpu and
+// returns the commandstats difference (nil when unknown).
 func (d *infoDiff) done(ctx context.Context) redisstats.CommandStats {
 	if d.rdb == nil {
 		return nil
 	}
-	after, usec, err := redisstats.ReadCommandStats(context.WithoutCancel(ctx), d.rdb)
+	ctx = context.WithoutCancel(ctx)
+	if d.cpuErr == nil {
+		// Read first, so that the CPU time of the INFO commandstats below is not the run's.
+		var after int64
+		if after, d.cpuErr = redisstats.ReadCPU(ctx, d.rdb); d.cpuErr == nil {
+			d.cpu = after - d.cpuBase
+		}
+	}
+	if !d.statsOK {
+		return nil
+	}
+	after, usec, err := redisstats.ReadCommandStats(ctx, d.rdb)
 	if err != nil {
 		return nil
 	}
@@ -244,6 +282,17 @@ func (d *infoDiff) done(ctx context.Context) redisstats.CommandStats {
 	delete(u, "info")
 	d.usec = u.Total()
 	return diff
+}
+
+// cpuNote says why redis_cpu_us_per_admission is missing ("" when it is not).
+func (d *infoDiff) cpuNote() string {
+	switch {
+	case errors.Is(d.cpuErr, errNoCPU):
+		return "miniredis has no INFO cpu: redis_cpu_us_per_admission needs --redis"
+	case d.cpuErr != nil:
+		return fmt.Sprintf("redis_cpu_us_per_admission left out: %v", d.cpuErr)
+	}
+	return ""
 }
 
 // startProgress draws a progress bar on stderr while done() < total, when

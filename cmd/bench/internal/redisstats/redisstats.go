@@ -1,5 +1,5 @@
 // Package redisstats reads what the bench needs from Redis's INFO (command
-// counts, memory, version) and counts, on the client side, the commands and
+// counts, CPU time, memory, version) and counts, on the client side, the commands and
 // round trips each bench process sends.
 //
 // On Redis 7 INFO commandstats also counts the commands a Lua script calls
@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -31,7 +32,9 @@ type CommandStats map[string]int64
 func ParseCommandStats(info string) CommandStats { return parseCommandStats(info, "calls=") }
 
 // ParseCommandUsec reads the microseconds spent per command (usec=) from INFO
-// commandstats: Redis's own CPU time in each command, scripts included.
+// commandstats: the (wall-clock) time Redis spent executing each command. A
+// script's time includes its redis.calls, which Redis 7 also adds to their
+// own commands' usec; for the server's CPU time see ParseCPU.
 func ParseCommandUsec(info string) CommandStats { return parseCommandStats(info, "usec=") }
 
 func parseCommandStats(info, field string) CommandStats {
@@ -94,6 +97,35 @@ func ParseInfoField(info, field string) string {
 		}
 	}
 	return ""
+}
+
+// ParseCPU returns the Redis server's own CPU time in microseconds from
+// INFO cpu text: used_cpu_user + used_cpu_sys (seconds, the whole process,
+// every thread; forked children such as BGSAVE are in the *_children fields
+// and not counted). A missing or malformed field is an error.
+func ParseCPU(info string) (int64, error) {
+	var total int64
+	for _, field := range []string{"used_cpu_user", "used_cpu_sys"} {
+		v := ParseInfoField(info, field)
+		if v == "" {
+			return 0, fmt.Errorf("INFO cpu has no %s", field)
+		}
+		sec, err := strconv.ParseFloat(v, 64)
+		if err != nil || sec < 0 || math.IsInf(sec, 0) || math.IsNaN(sec) {
+			return 0, fmt.Errorf("INFO cpu: %s is %q, not a number of seconds", field, v)
+		}
+		total += int64(math.Round(sec * 1e6))
+	}
+	return total, nil
+}
+
+// ReadCPU runs INFO cpu and returns ParseCPU's microseconds.
+func ReadCPU(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
+	s, err := rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, fmt.Errorf("INFO cpu: %w", err)
+	}
+	return ParseCPU(s)
 }
 
 // UsedMemory reads used_memory from INFO memory, in bytes.

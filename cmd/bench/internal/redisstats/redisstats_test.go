@@ -2,10 +2,13 @@ package redisstats
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/internal/redistest"
 )
 
 const sample = `# Commandstats
@@ -45,6 +48,35 @@ func TestParseInfoField(t *testing.T) {
 	}
 }
 
+// cpuSample is INFO cpu as Redis 7.0 writes it (CRLF line ends).
+const cpuSample = "# CPU\r\n" +
+	"used_cpu_sys:1.250000\r\n" +
+	"used_cpu_user:2.000125\r\n" +
+	"used_cpu_sys_children:9.000000\r\n" +
+	"used_cpu_user_children:9.000000\r\n" +
+	"used_cpu_sys_main_thread:1.200000\r\n" +
+	"used_cpu_user_main_thread:1.900000\r\n"
+
+func TestParseCPU(t *testing.T) {
+	// user + sys of the server process only: not its children, and not the
+	// main-thread subset counted twice.
+	got, err := ParseCPU(cpuSample)
+	if err != nil || got != 3_250_125 {
+		t.Fatalf("ParseCPU = %d, %v; want 3250125 µs", got, err)
+	}
+	for _, bad := range []string{
+		"# CPU\r\nused_cpu_sys:1.0\r\n", // no used_cpu_user
+		"# CPU\r\nused_cpu_sys_children:1.0\r\nused_cpu_user_children:1.0\r\n",
+		"used_cpu_sys:1.0\r\nused_cpu_user:fast\r\n",
+		"used_cpu_sys:-1.0\r\nused_cpu_user:1.0\r\n",
+		"",
+	} {
+		if n, err := ParseCPU(bad); err == nil || !strings.Contains(err.Error(), "INFO cpu") {
+			t.Errorf("ParseCPU(%q) = %d, %v; want an INFO cpu error", bad, n, err)
+		}
+	}
+}
+
 func TestCounterCountsCommandsAndRoundTrips(t *testing.T) {
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
@@ -75,5 +107,32 @@ func TestCounterCountsCommandsAndRoundTrips(t *testing.T) {
 	sum := got.Add(Counts{Commands: map[string]int64{"ping": 2}, RoundTrips: 2})
 	if sum.Commands["ping"] != 3 || sum.RoundTrips != 6 || got.Commands["ping"] != 1 {
 		t.Errorf("add %v (original %v)", sum, got)
+	}
+}
+
+// TestReadCPUOnRedis: a real Redis reports its CPU time, and the time grows
+// while it works.
+func TestReadCPUOnRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	before, err := ReadCPU(ctx, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A script that keeps Redis busy for a while: at least a millisecond of
+	// CPU, far above the microsecond resolution of INFO cpu.
+	busy := redis.NewScript(`local n = 0 for i = 1, 2000000 do n = n + i end return n`)
+	if err := busy.Run(ctx, rdb, nil).Err(); err != nil {
+		t.Fatal(err)
+	}
+	after, err := ReadCPU(ctx, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("redis cpu %d µs -> %d µs", before, after)
+	if after <= before {
+		t.Errorf("Redis CPU did not grow over a busy script: %d -> %d µs", before, after)
 	}
 }

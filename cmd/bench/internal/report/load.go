@@ -79,3 +79,14 @@ func (l *Load) SetRedisUsec(usec int64) {
 	l.RedisUsecPerAdmission = float64(usec) / float64(l.Admitted)
 	l.RedisCPUBoundAdmissionsPerS = 1e6 / l.RedisUsecPerAdmission
 }
+
+// SetRedisCPU records the Redis server's CPU time over the run, in
+// microseconds (INFO cpu user + sys difference; 0 or less: unknown), per
+// admission, and the admission rate at which Redis would use one full core.
+func (l *Load) SetRedisCPU(us int64) {
+	if us <= 0 || l.Admitted == 0 {
+		return
+	}
+	l.RedisCPUUsPerAdmission = float64(us) / float64(l.Admitted)
+	l.RedisServerCPUBoundAdmissionsPerS = 1e6 / l.RedisCPUUsPerAdmission
+}

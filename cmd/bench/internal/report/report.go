@@ -78,6 +78,15 @@ type Load struct {
 	// RedisCmdsPerAdmission counts the commands clients sent per admission,
 	// release included (client-side count; see package redisstats).
 	RedisCmdsPerAdmission float64 `json:"redis_cmds_per_admission"`
+	// RedisCPUUsPerAdmission is the Redis server's own CPU time over the run
+	// (INFO cpu used_cpu_user + used_cpu_sys difference, microseconds) per
+	// admission: commands plus network I/O, the event loop and cron, as the
+	// peer harness measures it (real Redis only; 0: unknown). It counts
+	// whatever else used that Redis meanwhile.
+	// RedisServerCPUBoundAdmissionsPerS is 1e6 / RedisCPUUsPerAdmission: the
+	// admission rate at which Redis would use one full CPU core.
+	RedisCPUUsPerAdmission            float64 `json:"redis_cpu_us_per_admission,omitempty"`
+	RedisServerCPUBoundAdmissionsPerS float64 `json:"redis_server_cpu_bound_admissions_per_s,omitempty"`
 	// RoundTripsPerAdmission counts round trips per admission, release included.
 	RoundTripsPerAdmission float64 `json:"round_trips_per_admission"`
 	// FastAdmissions found a free slot (no grant to acknowledge); each took
@@ -258,6 +267,12 @@ func writeLoads(tw io.Writer, cols []*Load) {
 	row("fifo_inversions", func(l *Load) string { return fmt.Sprint(l.FIFOInversions) })
 	row("lost", func(l *Load) string { return fmt.Sprintf("%d of %d", l.Lost, l.Planned) })
 	row("redis_cmds_per_admission", func(l *Load) string { return fmt.Sprintf("%.2f", l.RedisCmdsPerAdmission) })
+	row("redis_cpu_us_per_admission", func(l *Load) string {
+		if l.RedisCPUUsPerAdmission == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f (one core: %.0f/s)", l.RedisCPUUsPerAdmission, l.RedisServerCPUBoundAdmissionsPerS)
+	})
 	row("round_trips_per_admission", func(l *Load) string { return fmt.Sprintf("%.2f", l.RoundTripsPerAdmission) })
 	row("  queued admission (excl. release)", func(l *Load) string {
 		if l.FastAdmissions == l.Admitted {
@@ -271,7 +286,7 @@ func writeLoads(tw io.Writer, cols []*Load) {
 		}
 		return fmt.Sprintf("%.1f", l.RedisCallsPerAdmission)
 	})
-	row("redis usec per admission", func(l *Load) string {
+	row("redis usec in commands per admission", func(l *Load) string {
 		if l.RedisUsecPerAdmission == 0 {
 			return "-"
 		}

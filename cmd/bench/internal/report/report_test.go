@@ -69,3 +69,46 @@ func TestJSONHasTheIssueFields(t *testing.T) {
 		t.Errorf("table %q, %v", buf.String(), err)
 	}
 }
+
+func TestRedisCPUPerAdmission(t *testing.T) {
+	l := NewLoad("baton", metrics.Summary{Admitted: 400, Planned: 400, Finished: 400}, redisstats.Counts{}, nil, nil)
+	l.SetRedisCPU(50_000) // 50 ms of Redis CPU for 400 admissions
+	if l.RedisCPUUsPerAdmission != 125 || l.RedisServerCPUBoundAdmissionsPerS != 8000 {
+		t.Errorf("cpu %v µs/admission, bound %v/s; want 125 and 8000", l.RedisCPUUsPerAdmission, l.RedisServerCPUBoundAdmissionsPerS)
+	}
+	r := &Report{Mode: "throughput", Target: "Redis 7.0.15 at 127.0.0.1:1", Load: l}
+	var buf bytes.Buffer
+	if err := r.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["redis_cpu_us_per_admission"] != 125.0 || m["redis_server_cpu_bound_admissions_per_s"] != 8000.0 {
+		t.Errorf("JSON %v", m)
+	}
+	buf.Reset()
+	if err := r.WriteTable(&buf); err != nil || !hasRow(buf.String(), "redis_cpu_us_per_admission", "125.0 (one core: 8000/s)") {
+		t.Errorf("table %q, %v", buf.String(), err)
+	}
+
+	// Unknown (miniredis, or INFO cpu unreadable): the fields are left out.
+	unknown := NewLoad("baton", metrics.Summary{Admitted: 400}, redisstats.Counts{}, nil, nil)
+	unknown.SetRedisCPU(0)
+	buf.Reset()
+	(&Report{Mode: "throughput", Load: unknown}).WriteJSON(&buf)
+	if strings.Contains(buf.String(), "redis_cpu_us_per_admission") || strings.Contains(buf.String(), "redis_server_cpu_bound") {
+		t.Errorf("unknown CPU time in the JSON: %s", buf.String())
+	}
+}
+
+// hasRow reports whether table has a line of name then value, however padded.
+func hasRow(table, name, value string) bool {
+	for _, line := range strings.Split(table, "\n") {
+		if rest, ok := strings.CutPrefix(line, name); ok && strings.TrimSpace(rest) == value {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,157 @@
+package coordinator_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Helpers shared by the fault tests (lostreply_test.go, randomfaults_test.go).
+
+// testLog is a Coordinator logger that writes Warn and above to t.Log and
+// counts the records whose message contains a watched string. It stops
+// writing once the test's cleanups reach it (the Coordinators close first:
+// their cleanups were registered later).
+type testLog struct {
+	t     testing.TB
+	watch string
+	hits  atomic.Int64
+	mu    sync.Mutex
+	done  bool
+}
+
+func newTestLog(t testing.TB, watch string) *testLog {
+	l := &testLog{t: t, watch: watch}
+	t.Cleanup(func() { l.mu.Lock(); l.done = true; l.mu.Unlock() })
+	return l
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	s := strings.TrimSpace(string(p))
+	if l.watch != "" && strings.Contains(s, l.watch) {
+		l.hits.Add(1)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		l.t.Log(s)
+	}
+	return len(p), nil
+}
+
+func (l *testLog) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// redisClient is one entry of CLIENT LIST.
+type redisClient map[string]string
+
+// clientList reads CLIENT LIST TYPE normal.
+func clientList(ctx context.Context, rdb *redis.Client) ([]redisClient, error) {
+	s, err := rdb.Do(ctx, "CLIENT", "LIST", "TYPE", "normal").Text()
+	if err != nil {
+		return nil, err
+	}
+	var out []redisClient
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		c := redisClient{}
+		for _, f := range strings.Fields(line) {
+			k, v, _ := strings.Cut(f, "=")
+			c[k] = v
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// blockedBLPOPs returns the IDs of the connections blocked in a BLPOP now.
+func blockedBLPOPs(ctx context.Context, rdb *redis.Client) ([]string, error) {
+	cs, err := clientList(ctx, rdb)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, c := range cs {
+		if c["cmd"] == "blpop" && strings.Contains(c["flags"], "b") {
+			ids = append(ids, c["id"])
+		}
+	}
+	return ids, nil
+}
+
+// pauser freezes every connection a client dials (reads and writes block)
+// while it is paused: from Redis's side the process looks stopped, as under
+// SIGSTOP, except that its local timers keep running. Set it as the
+// client's Options.Dialer; go-redis copies the dialer into the
+// Coordinator's own pool of blocking connections, so those freeze too.
+type pauser struct {
+	mu     sync.Mutex
+	resume chan struct{} // nil while running; closed when a pause ends
+}
+
+func (p *pauser) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	p.wait()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &pausedConn{Conn: c, p: p}, nil
+}
+
+// pause freezes the connections for d, in the background.
+func (p *pauser) pause(d time.Duration) {
+	p.mu.Lock()
+	if p.resume != nil {
+		p.mu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	p.resume = ch
+	p.mu.Unlock()
+	time.AfterFunc(d, func() {
+		p.mu.Lock()
+		p.resume = nil
+		p.mu.Unlock()
+		close(ch)
+	})
+}
+
+func (p *pauser) wait() {
+	p.mu.Lock()
+	ch := p.resume
+	p.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+type pausedConn struct {
+	net.Conn
+	p *pauser
+}
+
+func (c *pausedConn) Read(b []byte) (int, error) {
+	c.p.wait()
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.p.wait() // the bytes arrived during a pause: handed over only when it ends
+	}
+	return n, err
+}
+
+func (c *pausedConn) Write(b []byte) (int, error) {
+	c.p.wait()
+	return c.Conn.Write(b)
+}
