@@ -1,6 +1,7 @@
 package report
 
 import (
+	"strings"
 	"time"
 
 	"github.com/batonhq/baton/cmd/bench/internal/metrics"
@@ -53,18 +54,32 @@ func NewLoad(limiter string, s metrics.Summary, client redisstats.Counts, info r
 // splitAdmissions attributes round trips to the two kinds of admission.
 // Every queued admission is delivered by one BLPOP reply that brings its
 // grant's token (blpop:token; removals also bring tokens, rarely in a load
-// run), so the rest were fast. A fast admission costs its enqueue round
-// trip; every other round trip except releases is charged to the queued
-// admissions.
+// run), so the rest were fast. Script calls share pipelines (the
+// Coordinator batches concurrent calls), so each is charged the run's mean
+// round trips per script call; BLPOPs and other commands one each. A fast
+// admission costs its enqueue; releases are left out; everything else
+// (queued admissions' enqueues, BLPOPs, heartbeats, sweeps, index writes)
+// is charged to the queued admissions.
 func splitAdmissions(admitted int, c redisstats.Counts) (fast int, perQueued float64) {
 	queued := min(admitted, int(c.Commands["blpop:token"]))
 	fast = max(0, admitted-queued)
 	if queued == 0 {
 		return fast, 0
 	}
-	releases := c.Commands["script:release"]
-	rest := c.RoundTrips - releases - int64(fast)
-	return fast, float64(rest) / float64(queued)
+	var scripts int64
+	for k, v := range c.Commands {
+		if strings.HasPrefix(k, "script:") {
+			scripts += v
+		}
+	}
+	blpops := c.Commands["blpop"]
+	other := c.Total() - scripts - blpops
+	perScript := 1.0
+	if scripts > 0 {
+		perScript = float64(c.RoundTrips-blpops-other) / float64(scripts)
+	}
+	rest := float64(blpops+other) + perScript*float64(scripts-c.Commands["script:release"]-int64(fast))
+	return fast, rest / float64(queued)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -111,4 +112,21 @@ func hasRow(table, name, value string) bool {
 		}
 	}
 	return false
+}
+
+func TestQueuedRoundTripsWithPipelinedScripts(t *testing.T) {
+	// The same run as above, but the 22 script calls went out in 12 round
+	// trips (pipelines): each is charged 12/22 of a round trip.
+	c := redisstats.Counts{
+		Commands: map[string]int64{
+			"script:enqueue": 10, "blpop": 8, "blpop:token": 4, "script:release": 10,
+			"script:renew": 2, "zadd": 2,
+		},
+		RoundTrips: 22,
+	}
+	fast, per := splitAdmissions(10, c)
+	want := (8 + 2 + 6*12.0/22) / 4
+	if fast != 6 || math.Abs(per-want) > 1e-9 {
+		t.Errorf("fast %d, per queued %v; want 6 and %v", fast, per, want)
+	}
 }
