@@ -69,7 +69,8 @@ Baton out; nothing is kept after it exits. stats and policy need a real Redis.
 
 Configuration: defaults < YAML file (--config) < BATON_* environment < flags.
 See coordinator.example.yaml. A BATON_* variable no key reads (a typo such as
-BATON_REDIS_UR) is warned about at start. Run "coordinator COMMAND --help" for flags.
+BATON_REDIS_UR) is warned about at start. Run "coordinator COMMAND --help" for
+flags.
 `
 
 // commonFlags are the config flags every command takes.
