@@ -73,7 +73,8 @@ Redis. serve also serves the dashboard, a web page, at http://localhost:8080/.
 
 Configuration: defaults < YAML file (--config) < BATON_* environment < flags.
 See coordinator.example.yaml. A BATON_* variable no key reads (a typo such as
-BATON_REDIS_UR) is warned about at start. Run "coordinator COMMAND --help" for flags.
+BATON_REDIS_UR) is warned about at start. Run "coordinator COMMAND --help" for
+flags.
 `
 
 // commonFlags are the config flags every command takes.
