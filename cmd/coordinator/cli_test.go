@@ -150,11 +150,10 @@ func TestStatsAndPolicyCommands(t *testing.T) {
 }
 
 // TestReadOnlyCommandsWriteNothing: stats and policy get change nothing in
-// Redis. Each run left an owner key (baton:owner:<id>) behind for an hour,
-// because coordinator.New claims an owner ID; reading without one needs a
-// core option (coordinator.Options{ReadOnly: true} or similar).
+// Redis: they use a read-only Coordinator (coordinator.Options.ReadOnly),
+// which claims no owner ID (each run used to leave baton:owner:<id> behind
+// for an hour) and runs no background work.
 func TestReadOnlyCommandsWriteNothing(t *testing.T) {
-	t.Skip("core: fixed by lead")
 	mr := miniredis.RunT(t)
 	env := []string{"BATON_REDIS_URL=redis://" + mr.Addr()}
 	if code, _, errOut := runCLI(t, env, "policy", "set", "pack:core", "2"); code != exitOK {

@@ -455,11 +455,8 @@ func TestMetricsWithAMalformedAction(t *testing.T) {
 // TestPolicyForAnUnusedActionWritesNoActionKey: setting and clearing the
 // policy of an action that was never used creates no per-action key (a
 // baton:{a.b:c}:meta without a TTL would stay for ever).
-//
-// It fails today: the core's applyPolicy (coordinator/policy.go) runs
-// apply_policy.lua on the action whether or not it exists.
+// apply_policy.lua leaves an action with no state in Redis alone.
 func TestPolicyForAnUnusedActionWritesNoActionKey(t *testing.T) {
-	t.Skip("core: fixed by lead")
 	f := newFixture(t)
 	actionKeys := func() []string {
 		var out []string
