@@ -181,7 +181,7 @@ func claimOwner(rdb redis.UniversalClient, k keys.Keys, log *slog.Logger) (owner
 		id := string([]byte{base62[int(r[0])%62], base62[int(r[1])%62], base62[int(r[2])%62]})
 		ok, err := rdb.SetNX(ctx, k.Owner(id), claim, ownerTTL).Result()
 		if err != nil {
-			log.Warn("baton: no short owner ID (Redis did not answer); using a long one", slog.Any("error", err))
+			log.Warn("baton: no short owner ID (Redis refused or did not answer; see the error); using a long one", slog.Any("error", err))
 			break
 		}
 		if ok {
