@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -93,6 +94,48 @@ func TestCloseEndsWaiters(t *testing.T) {
 		}
 		if _, err := c.EnqueueAndWait(ctx, a, "after"); !errors.Is(err, coordinator.ErrClosed) {
 			t.Fatalf("after Close: %v", err)
+		}
+	})
+}
+
+// TestReadOnlyCoordinatorWritesNothing: a read-only Coordinator reads
+// statistics, states and policies, writes nothing (no owner ID, no
+// background work), and refuses every write with ErrReadOnly.
+func TestReadOnlyCoordinatorWritesNothing(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		w := e.coordinator(e.opts())
+		must(t, w.SetConcurrencyLimit(ctx, limits.Action("ro.a"), 1))
+		holdN(t, w, "ro.a", 1)
+		before := e.keys()
+		slices.Sort(before)
+		o := e.opts()
+		o.ReadOnly = true
+		o.SweepInterval = 10 * time.Millisecond // would sweep, were it not read-only
+		r := e.coordinator(o)
+		if st := e.stats(r, "ro.a"); st.ActiveCount != 1 || st.MaxConcurrent != 1 {
+			t.Fatalf("read-only stats: %+v", st)
+		}
+		if _, err := r.Policies(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for name, err := range map[string]error{
+			"EnqueueAndWait":      func() error { _, err := r.EnqueueAndWait(ctx, "ro.a", "x"); return err }(),
+			"NotifyCompletion":    func() error { _, err := r.NotifyCompletion(ctx, "ro.a", "x"); return err }(),
+			"CancelExecution":     func() error { _, err := r.CancelExecution(ctx, "ro.a", "x"); return err }(),
+			"SetConcurrencyLimit": r.SetConcurrencyLimit(ctx, limits.Global(), 3),
+			"Sweep":               func() error { _, err := r.Sweep(ctx); return err }(),
+		} {
+			if !errors.Is(err, coordinator.ErrReadOnly) {
+				t.Errorf("%s on a read-only Coordinator: %v, want ErrReadOnly", name, err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		must(t, r.Close())
+		after := e.keys()
+		slices.Sort(after)
+		if !slices.Equal(after, before) {
+			t.Fatalf("a read-only Coordinator wrote: keys %v, before %v", after, before)
 		}
 	})
 }

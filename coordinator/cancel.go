@@ -11,6 +11,9 @@ import (
 // EnqueueAndWait returns ErrCanceled. It returns false, changing nothing,
 // when the execution is not waiting (unknown, running, or already ended).
 func (c *Coordinator) CancelExecution(ctx context.Context, action, executionID string) (removed bool, err error) {
+	if c.opts.ReadOnly {
+		return false, ErrReadOnly
+	}
 	if err := validate(action, executionID); err != nil {
 		return false, err
 	}

@@ -87,9 +87,12 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 	}
 	opts = opts.WithDefaults()
 	k := keys.New(opts.Prefix)
-	owner, claim, err := claimOwner(rdb, k, opts.Logger)
-	if err != nil {
-		return nil, fmt.Errorf("baton: owner ID: %w", err)
+	owner, claim := "", ""
+	if !opts.ReadOnly {
+		var err error
+		if owner, claim, err = claimOwner(rdb, k, opts.Logger); err != nil {
+			return nil, fmt.Errorf("baton: owner ID: %w", err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{
@@ -105,6 +108,10 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 		stop:       make(chan struct{}),
 		actions:    map[string]*action{},
 		waitConns:  make(chan struct{}, opts.MaxWaitConns),
+	}
+	if opts.ReadOnly {
+		c.policies.Store(&limits.Policies{Limits: map[limits.Scope]int{}})
+		return c, nil
 	}
 	if opts.WaitClient != nil {
 		c.waitRdb = opts.WaitClient
@@ -174,7 +181,7 @@ func claimOwner(rdb redis.UniversalClient, k keys.Keys, log *slog.Logger) (owner
 		id := string([]byte{base62[int(r[0])%62], base62[int(r[1])%62], base62[int(r[2])%62]})
 		ok, err := rdb.SetNX(ctx, k.Owner(id), claim, ownerTTL).Result()
 		if err != nil {
-			log.Warn("baton: no short owner ID (Redis did not answer); using a long one", slog.Any("error", err))
+			log.Warn("baton: no short owner ID (Redis refused or did not answer; see the error); using a long one", slog.Any("error", err))
 			break
 		}
 		if ok {
@@ -266,7 +273,7 @@ func (c *Coordinator) Close() error {
 		}
 		c.wg.Wait()
 		c.run.Close()
-		if c.ownWait {
+		if c.ownWait && c.waitRdb != nil {
 			_ = c.waitRdb.Close()
 		}
 		c.cancel()

@@ -26,6 +26,9 @@ import (
 // and returns the same grant; with an ID that is running it returns its
 // lease. This is how a redelivered request re-attaches.
 func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID string) (*Lease, error) {
+	if c.opts.ReadOnly {
+		return nil, ErrReadOnly
+	}
 	if err := validate(action, executionID); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,8 @@ var (
 	// ErrLeaseLost: the slot was reclaimed (lease expired, grant not
 	// acknowledged in time, or the process presumed dead) or already released.
 	ErrLeaseLost = errors.New("baton: lease lost")
+	// ErrReadOnly: a write was asked of a Coordinator made with Options.ReadOnly.
+	ErrReadOnly = errors.New("baton: read-only coordinator")
 	// ErrClosed: the Coordinator was closed.
 	ErrClosed = errors.New("baton: coordinator closed")
 )

@@ -241,6 +241,9 @@ var forgetKeepsMeta = []string{"state", "limit_source"}
 // in the set (listings and pack or global policy pushes miss it until some
 // other process uses it; its scripts still adopt new policies).
 func (c *Coordinator) ForgetAction(ctx context.Context, action string) error {
+	if c.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	if err := validateRef(action); err != nil {
 		return err
 	}

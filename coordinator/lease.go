@@ -80,6 +80,9 @@ func (c *Coordinator) NotifyCompletion(ctx context.Context, action, executionID 
 }
 
 func (c *Coordinator) release(ctx context.Context, action, id string, fence int64) (bool, error) {
+	if c.opts.ReadOnly {
+		return false, ErrReadOnly
+	}
 	if err := c.ensurePolicies(ctx); err != nil {
 		return false, err
 	}

@@ -114,6 +114,13 @@ type Options struct {
 	// to DefaultPolicyRefresh (500 ms).
 	PolicyRefresh time.Duration
 
+	// ReadOnly makes a Coordinator for reading only (statistics, execution
+	// states, policies, listings): it claims no owner ID and runs no
+	// background work, so it writes nothing to Redis. Calls that would write
+	// (admission, release, cancel, policy changes, sweeps) fail with
+	// ErrReadOnly. Defaults to false.
+	ReadOnly bool
+
 	// Logger receives the Coordinator's logs. Defaults to a logger that
 	// discards everything.
 	Logger *slog.Logger

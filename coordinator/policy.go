@@ -61,6 +61,9 @@ func (c *Coordinator) Policies(ctx context.Context) (limits.Policies, error) {
 // reads back the whole policy set as of that version, and applies it to the
 // known actions in scope.
 func (c *Coordinator) changePolicy(ctx context.Context, scope limits.Scope, change func(redis.Pipeliner)) error {
+	if c.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	var all *redis.MapStringStringCmd
 	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		change(p)

@@ -34,6 +34,9 @@ const maxSweepRounds = 10
 // with the number of actions or waiters. Many processes may sweep at once;
 // each due action is visited by one of them.
 func (c *Coordinator) Sweep(ctx context.Context) (SweepResult, error) {
+	if c.opts.ReadOnly {
+		return SweepResult{}, ErrReadOnly
+	}
 	var res SweepResult
 	for round := 0; round < maxSweepRounds; round++ {
 		now, refs, err := scripts.ClaimDue(ctx, c.run, c.keys, c.opts.SweepBatch)

@@ -73,7 +73,8 @@ Redis. serve also serves the dashboard, a web page, at http://localhost:8080/.
 
 Configuration: defaults < YAML file (--config) < BATON_* environment < flags.
 See coordinator.example.yaml. A BATON_* variable no key reads (a typo such as
-BATON_REDIS_UR) is warned about at start. Run "coordinator COMMAND --help" for flags.
+BATON_REDIS_UR) is warned about at start. Run "coordinator COMMAND --help" for
+flags.
 `
 
 // commonFlags are the config flags every command takes.
@@ -280,7 +281,9 @@ func printVersion(args []string, stdout, stderr io.Writer) int {
 // connect returns a Coordinator on the configured Redis for one command,
 // without background sweeping. It pings Redis first, so that a wrong
 // password or database number is reported as Redis words it.
-func connect(ctx context.Context, cfg config.Config, stderr io.Writer) (*coordinator.Coordinator, func(), error) {
+// connect opens a Coordinator for one command; readOnly ones claim no owner
+// ID and run no background work, so reading writes nothing to Redis.
+func connect(ctx context.Context, cfg config.Config, stderr io.Writer, readOnly bool) (*coordinator.Coordinator, func(), error) {
 	if cfg.Embedded() {
 		return nil, nil, fmt.Errorf("%w: no Redis configured: set --redis-url or BATON_REDIS_URL "+
 			"(serve prints the address of its embedded Redis at start)", config.ErrInvalid)
@@ -297,6 +300,7 @@ func connect(ctx context.Context, cfg config.Config, stderr io.Writer) (*coordin
 	}
 	opts := cfg.CoordinatorOptions(newLogger(cfg, stderr))
 	opts.SweepInterval = -1
+	opts.ReadOnly = readOnly
 	c, err := coordinator.New(rdb, opts)
 	if err != nil {
 		rdb.Close()
@@ -323,7 +327,7 @@ func stats(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if err := limits.ValidateRef(pos[0]); err != nil {
 		return usageError(stderr, nil, err)
 	}
-	c, done, err := connect(ctx, cfg, stderr)
+	c, done, err := connect(ctx, cfg, stderr, true)
 	if err != nil {
 		return connectError(stderr, err)
 	}
@@ -426,7 +430,7 @@ func policy(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		return usageError(stderr, nil, err)
 	}
 	warnUnknownEnv(environ, stderr)
-	c, done, err := connect(ctx, cfg, stderr)
+	c, done, err := connect(ctx, cfg, stderr, pos[0] == "get")
 	if err != nil {
 		return connectError(stderr, err)
 	}

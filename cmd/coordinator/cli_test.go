@@ -148,3 +148,29 @@ func TestStatsAndPolicyCommands(t *testing.T) {
 		t.Fatalf("Redis down: exit %d, want %d", code, exitFailure)
 	}
 }
+
+// TestReadOnlyCommandsWriteNothing: stats and policy get change nothing in
+// Redis: they use a read-only Coordinator (coordinator.Options.ReadOnly),
+// which claims no owner ID (each run used to leave baton:owner:<id> behind
+// for an hour) and runs no background work.
+func TestReadOnlyCommandsWriteNothing(t *testing.T) {
+	mr := miniredis.RunT(t)
+	env := []string{"BATON_REDIS_URL=redis://" + mr.Addr()}
+	if code, _, errOut := runCLI(t, env, "policy", "set", "pack:core", "2"); code != exitOK {
+		t.Fatalf("policy set: %d %s", code, errOut)
+	}
+	for _, k := range mr.Keys() {
+		if strings.Contains(k, ":owner:") {
+			mr.Del(k)
+		}
+	}
+	before := mr.Keys()
+	for _, args := range [][]string{{"stats", "core.http"}, {"stats", "core.http", "--json"}, {"policy", "get", "pack:core"}} {
+		if code, _, errOut := runCLI(t, env, args...); code != exitOK {
+			t.Fatalf("%v: exit %d, %s", args, code, errOut)
+		}
+		if after := mr.Keys(); strings.Join(after, " ") != strings.Join(before, " ") {
+			t.Errorf("%v wrote to Redis: keys %v, before %v", args, after, before)
+		}
+	}
+}

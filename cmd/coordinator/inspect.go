@@ -23,9 +23,10 @@ import (
 const cmdTimeout = 30 * time.Second
 
 // setup parses flags and positional arguments (want of them), loads the
-// configuration, warns about unknown BATON_* variables and connects; on
+// configuration, warns about unknown BATON_* variables and connects (a
+// read-only Coordinator for commands that only read); on
 // failure it returns the exit code (2 bad input, 1 Redis refused or failed).
-func setup(ctx context.Context, cf *commonFlags, args, environ []string, want int, stderr io.Writer) ([]string, *coordinator.Coordinator, func(), int) {
+func setup(ctx context.Context, cf *commonFlags, args, environ []string, want int, readOnly bool, stderr io.Writer) ([]string, *coordinator.Coordinator, func(), int) {
 	pos, err := cf.parse(args)
 	if err == nil && len(pos) != want {
 		err = fmt.Errorf("%s takes %d arguments, got %d", cf.fs.Name(), want, len(pos))
@@ -43,7 +44,7 @@ func setup(ctx context.Context, cf *commonFlags, args, environ []string, want in
 			return nil, nil, nil, usageError(stderr, nil, err)
 		}
 	}
-	c, done, err := connect(ctx, cfg, stderr)
+	c, done, err := connect(ctx, cfg, stderr, readOnly)
 	if err != nil {
 		return nil, nil, nil, connectError(stderr, err)
 	}
@@ -63,7 +64,7 @@ func cancelCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	cf := newFlags("cancel", "Usage: coordinator cancel ACTION ID [FLAGS]\n\n"+
 		"Removes a waiting execution from its action's queue; its EnqueueAndWait returns ErrCanceled.\n"+
 		"A running execution is not stopped. Exits 1 if the execution is not waiting.\n", stderr)
-	pos, c, done, code := setup(ctx, cf, args, environ, 2, stderr)
+	pos, c, done, code := setup(ctx, cf, args, environ, 2, false, stderr)
 	if code >= 0 {
 		return code
 	}
@@ -88,7 +89,7 @@ func executionsCmd(ctx context.Context, args, environ []string, stdout, stderr i
 	offset := cf.fs.Int("offset", 0, "first queue `position` to list")
 	limit := cf.fs.Int("limit", 100, fmt.Sprintf("most executions to list (1 to %d)", coordinator.MaxInspectPage))
 	asJSON := cf.fs.Bool("json", false, "print JSON (the HTTP API's shape)")
-	pos, c, done, code := setup(ctx, cf, args, environ, 1, stderr)
+	pos, c, done, code := setup(ctx, cf, args, environ, 1, true, stderr)
 	if code >= 0 {
 		return code
 	}
@@ -144,7 +145,7 @@ func topCmd(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	interval := cf.fs.Duration("interval", time.Second, "time between refreshes")
 	once := cf.fs.Bool("once", false, "print one table, without clearing the screen, and exit")
 	frames := cf.fs.Int("n", 0, "exit after `N` refreshes (0: until Ctrl-C)")
-	_, c, done, code := setup(ctx, cf, args, environ, 0, stderr)
+	_, c, done, code := setup(ctx, cf, args, environ, 0, true, stderr)
 	if code >= 0 {
 		return code
 	}

@@ -451,3 +451,33 @@ func TestMetricsWithAMalformedAction(t *testing.T) {
 		t.Fatalf("actions: %v", page)
 	}
 }
+
+// TestPolicyForAnUnusedActionWritesNoActionKey: setting and clearing the
+// policy of an action that was never used creates no per-action key (a
+// baton:{a.b:c}:meta without a TTL would stay for ever).
+// apply_policy.lua leaves an action with no state in Redis alone.
+func TestPolicyForAnUnusedActionWritesNoActionKey(t *testing.T) {
+	f := newFixture(t)
+	actionKeys := func() []string {
+		var out []string
+		for _, k := range f.mr.Keys() {
+			if strings.Contains(k, "{") {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	f.do("PUT", "/api/v1/policies/action:a.b:c", token, `{"max_concurrent": 3}`, 200)
+	if keys := actionKeys(); len(keys) != 0 {
+		t.Errorf("PUT on an unused action created %v", keys)
+	}
+	f.do("DELETE", "/api/v1/policies/action:a.b:c", token, "", 204)
+	if keys := actionKeys(); len(keys) != 0 {
+		t.Errorf("PUT and DELETE on an unused action left %v", keys)
+	}
+	// The limit still applies once the action is used.
+	f.do("PUT", "/api/v1/policies/action:a.b:c", token, `{"max_concurrent": 3}`, 200)
+	if st, _ := f.do("GET", "/api/v1/actions/a.b:c/queue-stats", "", "", 200); st["max_concurrent"] != 3.0 {
+		t.Fatalf("stats: %v", st)
+	}
+}
