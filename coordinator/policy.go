@@ -48,13 +48,20 @@ func (c *Coordinator) ClearConcurrencyLimit(ctx context.Context, scope limits.Sc
 
 // Policies reads every limit set, fresh from Redis.
 func (c *Coordinator) Policies(ctx context.Context) (limits.Policies, error) {
+	p, err := c.readPolicies(ctx)
+	if err != nil {
+		return p, err
+	}
+	c.storePolicies(p)
+	return p, nil
+}
+
+func (c *Coordinator) readPolicies(ctx context.Context) (limits.Policies, error) {
 	m, err := c.rdb.HGetAll(ctx, c.keys.Policies()).Result()
 	if err != nil {
 		return limits.Policies{}, fmt.Errorf("baton: reading policies: %w", err)
 	}
-	p := c.parsePolicies(m)
-	c.storePolicies(p)
-	return p, nil
+	return c.parsePolicies(m), nil
 }
 
 // changePolicy writes one change and the version bump in one transaction,
@@ -173,9 +180,22 @@ func (c *Coordinator) refreshPolicies() (changed bool) {
 		return false
 	}
 	if v < cur.Version {
-		// The policy hash went back (flushed, or a failover lost writes):
-		// Redis is the truth, so drop the newer cache.
-		c.policies.CompareAndSwap(cur, &limits.Policies{Limits: map[limits.Scope]int{}})
+		// Either a change was cached after the version was read, or the
+		// policy hash went back (flushed, or a failover lost writes). Read
+		// it whole: only if it is still older is Redis's older set the
+		// truth, and it replaces the cache at once (never an empty cache).
+		p, err := c.readPolicies(ctx)
+		if err != nil {
+			c.log.Warn("baton: refreshing policies", slog.Any("error", err))
+			return false
+		}
+		if p.Version < cur.Version {
+			c.policies.CompareAndSwap(cur, &p)
+		} else {
+			c.storePolicies(p)
+		}
+		c.policiesLoaded.Store(true)
+		return true
 	}
 	if _, err := c.Policies(ctx); err != nil {
 		c.log.Warn("baton: refreshing policies", slog.Any("error", err))

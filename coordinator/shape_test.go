@@ -54,6 +54,8 @@ func (c *counter) count(cmd redis.Cmder) {
 	switch name {
 	case "evalsha", "eval", "fcall":
 		name = "script"
+	case "hello", "client": // a new connection's handshake (sent as a pipeline)
+		return
 	}
 	c.mu.Lock()
 	c.names[name]++
