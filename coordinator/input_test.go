@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batonhq/baton/coordinator"
 	"github.com/batonhq/baton/limits"
@@ -104,6 +105,26 @@ func TestOptionsValidate(t *testing.T) {
 	}
 	if _, err := coordinator.New(nil, coordinator.Options{}); !errors.Is(err, coordinator.ErrInvalidArgument) {
 		t.Errorf("New(nil): %v", err)
+	}
+}
+
+// TestOptionsDefaultsAdapt: setting LeaseTTL alone never makes the defaults
+// invalid (AckTimeout defaults to the smaller of DefaultAckTimeout and
+// LeaseTTL/2), and only a value the caller set is reported.
+func TestOptionsDefaultsAdapt(t *testing.T) {
+	for _, lease := range []time.Duration{100 * time.Millisecond, time.Second, 9 * time.Second, time.Minute} {
+		o := coordinator.Options{LeaseTTL: lease}
+		if err := o.Validate(); err != nil {
+			t.Errorf("LeaseTTL %v alone: %v", lease, err)
+		}
+		want := min(coordinator.DefaultAckTimeout, lease/2)
+		if got := o.WithDefaults().AckTimeout; got != want {
+			t.Errorf("LeaseTTL %v: AckTimeout defaults to %v, want %v", lease, got, want)
+		}
+	}
+	err := coordinator.Options{LeaseTTL: time.Second, AckTimeout: 2 * time.Second}.Validate()
+	if !errors.Is(err, coordinator.ErrInvalidArgument) || !strings.Contains(err.Error(), "Options.AckTimeout") {
+		t.Errorf("an AckTimeout set above LeaseTTL: %v, want an error naming Options.AckTimeout", err)
 	}
 }
 
