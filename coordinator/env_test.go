@@ -29,6 +29,10 @@ func TestMain(m *testing.M) {
 		if mode := os.Getenv("BATON_CRASH_CHILD"); mode != "" {
 			crashChild(mode) // a crash test's child (crash_test.go); never returns
 		}
+		if os.Getenv("BATON_FAULT_CHILD") != "" {
+			randomFaultsChild() // TestRandomFaults's child (randomchild_test.go)
+			return 0
+		}
 		if redistest.Available() {
 			dir, err := os.MkdirTemp("", "baton-redis-")
 			if err != nil {
