@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,37 +21,15 @@ import (
 // controlled clock) and a real redis-server that TestMain starts on a free
 // loopback port. With BATON_REQUIRE_REDIS=1 a missing redis-server fails.
 
-var realRedis *redistest.Server
-
 func TestMain(m *testing.M) {
-	code := func() int {
-		if mode := os.Getenv("BATON_CRASH_CHILD"); mode != "" {
-			crashChild(mode) // a crash test's child (crash_test.go); never returns
-		}
-		if os.Getenv("BATON_FAULT_CHILD") != "" {
-			randomFaultsChild() // TestRandomFaults's child (randomchild_test.go)
-			return 0
-		}
-		if redistest.Available() {
-			dir, err := os.MkdirTemp("", "baton-redis-")
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer os.RemoveAll(dir)
-			realRedis, err = redistest.StartServer(dir)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer realRedis.Stop()
-		} else if redistest.Required() {
-			fmt.Fprintln(os.Stderr, "BATON_REQUIRE_REDIS=1 but redis-server is not on PATH")
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+	if mode := os.Getenv("BATON_CRASH_CHILD"); mode != "" {
+		crashChild(mode) // a crash test's child (crash_test.go); never returns
+	}
+	if os.Getenv("BATON_FAULT_CHILD") != "" {
+		randomFaultsChild() // TestRandomFaults's child (randomchild_test.go)
+		os.Exit(0)
+	}
+	os.Exit(redistest.Main(m)) // stops the shared redis-server after the last test
 }
 
 // env is one test's Redis: miniredis or the shared real server under a
@@ -86,13 +63,8 @@ func newMiniEnv(t testing.TB) *env {
 }
 
 func newRealEnv(t testing.TB) *env {
-	if realRedis == nil {
-		if redistest.Required() {
-			t.Fatal("BATON_REQUIRE_REDIS=1 but no redis-server")
-		}
-		t.Skip("redis-server not on PATH")
-	}
-	e := &env{t: t, tier: "redis", addr: realRedis.Addr, prefix: fmt.Sprintf("t%d", prefixSeq.Add(1))}
+	srv := redistest.SharedServer(t) // skips, or fails when Required, without redis-server
+	e := &env{t: t, tier: "redis", addr: srv.Addr, prefix: fmt.Sprintf("t%d", prefixSeq.Add(1))}
 	e.rdb = e.client()
 	return e
 }
@@ -144,17 +116,7 @@ func (e *env) opts() coordinator.Options {
 }
 
 // testLogger sends a Coordinator's logs to t.Log.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return redistest.NewLog(t).Logger("") }
 
 // coordinator returns a Coordinator on a client of its own, closed at cleanup.
 func (e *env) coordinator(opts coordinator.Options) *coordinator.Coordinator {
@@ -191,32 +153,10 @@ func (e *env) stats(c *coordinator.Coordinator, action string) coordinator.Queue
 	return st
 }
 
-// eventually polls cond until it holds or d passes.
-// eventually waits for cond. d is what the condition should take; the test
-// fails only after max(d, slowFloor), so that a slow, shared machine does not
-// fail it. How long it really took is logged when it took longer than d.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	start := time.Now()
-	limit := max(d, slowFloor)
-	for !cond() {
-		if time.Since(start) > limit {
-			t.Fatalf("after %s: %s", limit, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if took := time.Since(start); took > d {
-		t.Logf("%s took %s (expected within %s; the machine is slow)", what, took.Round(time.Millisecond), d)
-	}
-}
+// The shared waits and contexts (internal/redistest), under short names.
+var (
+	eventually = redistest.Eventually
+	ctxT       = redistest.Context
+)
 
-// slowFloor is the least any wait in these tests allows before failing.
-const slowFloor = 60 * time.Second
-
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-var _ = strings.HasPrefix
+const slowFloor = redistest.SlowFloor

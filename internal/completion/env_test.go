@@ -1,11 +1,8 @@
 package completion_test
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,33 +22,11 @@ import (
 // port, shared by the tests under prefixes of their own. With
 // BATON_REQUIRE_REDIS=1 a missing redis-server fails.
 
-var realRedis *redistest.Server
-
 func TestMain(m *testing.M) {
 	// go-redis's own log lines (dial failures while a test has Redis down
 	// on purpose) would bypass t.Log.
 	redis.SetLogger(&logging.VoidLogger{})
-	code := func() int {
-		if redistest.Available() {
-			dir, err := os.MkdirTemp("", "baton-redis-")
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer os.RemoveAll(dir)
-			realRedis, err = redistest.StartServer(dir)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer realRedis.Stop()
-		} else if redistest.Required() {
-			fmt.Fprintln(os.Stderr, "BATON_REQUIRE_REDIS=1 but redis-server is not on PATH")
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+	os.Exit(redistest.Main(m)) // stops the shared redis-server after the last test
 }
 
 // env is one test's Redis: miniredis or the shared real server under a
@@ -62,7 +37,7 @@ type env struct {
 	addr   string
 	prefix string
 	rdb    *redis.Client
-	log    *testLog
+	log    *redistest.Log
 
 	mu    sync.Mutex
 	clock time.Time // miniredis: the frozen Redis clock
@@ -77,7 +52,7 @@ func tiers(t *testing.T, fn func(t *testing.T, e *env)) {
 }
 
 func newMiniEnv(t testing.TB) *env {
-	e := &env{t: t, log: newTestLog(t), prefix: "baton"}
+	e := &env{t: t, log: redistest.NewLog(t), prefix: "baton"}
 	e.mr = miniredis.RunT(t)
 	e.addr = e.mr.Addr()
 	e.clock = time.Now()
@@ -87,13 +62,8 @@ func newMiniEnv(t testing.TB) *env {
 }
 
 func newRealEnv(t testing.TB) *env {
-	if realRedis == nil {
-		if redistest.Required() {
-			t.Fatal("BATON_REQUIRE_REDIS=1 but no redis-server")
-		}
-		t.Skip("redis-server not on PATH")
-	}
-	e := &env{t: t, log: newTestLog(t), addr: realRedis.Addr, prefix: fmt.Sprintf("t%d", prefixSeq.Add(1))}
+	srv := redistest.SharedServer(t) // skips, or fails when Required, without redis-server
+	e := &env{t: t, log: redistest.NewLog(t), addr: srv.Addr, prefix: fmt.Sprintf("t%d", prefixSeq.Add(1))}
 	e.rdb = e.client()
 	return e
 }
@@ -128,7 +98,7 @@ func (e *env) coordinator() *coordinator.Coordinator {
 		LeaseTTL:      3 * time.Second,
 		QueueTimeout:  time.Minute,
 		SweepInterval: -1,
-		Logger:        e.log.logger("coordinator"),
+		Logger:        e.log.Logger("coordinator"),
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -141,7 +111,7 @@ func (e *env) coordinator() *coordinator.Coordinator {
 func (e *env) config(cfg completion.Config) completion.Config {
 	cfg.Prefix = e.prefix
 	if cfg.Logger == nil {
-		cfg.Logger = e.log.logger("listener")
+		cfg.Logger = e.log.Logger("listener")
 	}
 	return cfg
 }
@@ -229,54 +199,8 @@ func (c *counts) String() string {
 	return fmt.Sprint(c.n)
 }
 
-// eventually polls cond until it holds or d passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// testLog sends logs to t.Log until the test's last cleanup, and drops
-// them after (a goroutine may log late).
-type testLog struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-// newTestLog must be called before anything that logs is created, so that
-// its cleanup runs after theirs.
-func newTestLog(t testing.TB) *testLog {
-	l := &testLog{t: t}
-	t.Cleanup(func() {
-		l.mu.Lock()
-		l.done = true
-		l.mu.Unlock()
-	})
-	return l
-}
-
-func (l *testLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.done {
-		l.t.Log(strings.TrimSuffix(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (l *testLog) logger(name string) *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug})).
-		With(slog.String("test_logger", name))
-}
+// The shared waits and contexts (internal/redistest), under short names.
+var (
+	eventually = redistest.Eventually
+	ctxT       = redistest.Context
+)

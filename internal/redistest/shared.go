@@ -16,6 +16,10 @@ var shared struct {
 	dir     string
 	cluster *Cluster
 	err     error // why the cluster could not start; reported to every test
+
+	server    *Server // SharedServer's
+	serverDir string
+	serverErr error
 }
 
 // Main runs the tests, then stops the servers the binary shared (see
@@ -31,6 +35,14 @@ func stopShared() {
 	if shared.cluster != nil {
 		shared.cluster.Stop()
 		shared.cluster = nil
+	}
+	if shared.server != nil {
+		shared.server.Stop()
+		shared.server = nil
+	}
+	if shared.serverDir != "" {
+		_ = os.RemoveAll(shared.serverDir)
+		shared.serverDir = ""
 	}
 	if shared.dir != "" {
 		_ = os.RemoveAll(shared.dir)
