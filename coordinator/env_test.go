@@ -45,8 +45,8 @@ type env struct {
 	cluster *redistest.Cluster   // nil but on the cluster tier
 	prefix  string
 	rdb     redis.UniversalClient
-	clock  time.Time // miniredis: the frozen Redis clock
-	mu     sync.Mutex
+	clock   time.Time // miniredis: the frozen Redis clock
+	mu      sync.Mutex
 }
 
 var prefixSeq atomic.Int64

@@ -41,7 +41,7 @@ type env struct {
 	cluster *redistest.Cluster   // nil but on the cluster tier
 	prefix  string
 	rdb     redis.UniversalClient
-	log    *redistest.Log
+	log     *redistest.Log
 
 	mu    sync.Mutex
 	clock time.Time // miniredis: the frozen Redis clock
