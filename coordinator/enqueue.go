@@ -64,6 +64,9 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 		LeaseTTL: c.opts.LeaseTTL, AckTimeout: c.opts.AckTimeout, Policy: c.policyArgs(action),
 	})
 	if err != nil {
+		if errors.Is(err, ErrNotReplicated) {
+			c.undoEnqueue(a.keys, executionID, rep)
+		}
 		return nil, fmt.Errorf("baton: enqueue %s/%s: %w", action, executionID, err)
 	}
 	c.addDue(ctx, action, rep.Due)
@@ -256,6 +259,28 @@ func (c *Coordinator) releaseAbandoned(l *Lease) {
 	if err := l.Release(ctx); err != nil && !errors.Is(err, ErrLeaseLost) {
 		c.log.Warn("baton: releasing a lease its caller abandoned", slog.String("action", l.action),
 			slog.String("execution", l.id), slog.Any("error", err))
+	}
+}
+
+// undoEnqueue takes back an admission or queueing that the master made but
+// too few replicas acknowledged (WaitReplicas), since its caller is told it
+// failed: the slot is released, the waiter removed. A re-attach (Running)
+// is left alone: that lease was granted earlier and may be in use. The undo
+// is itself a write that may not be replicated in time; if it is lost, the
+// slot comes back when its lease expires (nobody renews it), and a lost
+// queue entry's grant is dropped, its process not waiting for it.
+func (c *Coordinator) undoEnqueue(k keys.Action, id string, rep scripts.EnqueueReply) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
+	defer cancel()
+	var err error
+	switch rep.Status {
+	case scripts.Admitted:
+		_, err = scripts.Release(ctx, c.run, k, id, rep.Fence, c.opts.AckTimeout, scripts.Policy{Version: -1})
+	case scripts.Queued:
+		_, _, err = scripts.Cancel(ctx, c.run, k, id, fmt.Sprint(rep.Seq), c.owner, c.opts.AckTimeout)
+	}
+	if err != nil {
+		c.log.Warn("baton: undoing an admission that was not replicated", slog.String("execution", id), slog.Any("error", err))
 	}
 }
 

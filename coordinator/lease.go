@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -88,6 +89,11 @@ func (c *Coordinator) release(ctx context.Context, action, id string, fence int6
 	}
 	r, err := scripts.Release(ctx, c.run, c.keys.Action(action), id, fence, c.opts.AckTimeout, c.policyArgs(action))
 	if err != nil {
+		if errors.Is(err, ErrNotReplicated) {
+			// Released on the master: stop renewing it. If a failover loses
+			// the release, the slot comes back when the lease expires.
+			c.dropLease(action, id, fence)
+		}
 		return false, fmt.Errorf("baton: release %s/%s: %w", action, id, err)
 	}
 	c.addDue(ctx, action, r.Due)
