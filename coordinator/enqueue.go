@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/internal/keys"
 	"github.com/batonhq/baton/scripts"
@@ -64,8 +67,11 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 		LeaseTTL: c.opts.LeaseTTL, AckTimeout: c.opts.AckTimeout, Policy: c.policyArgs(action),
 	})
 	if err != nil {
-		if errors.Is(err, ErrNotReplicated) {
+		switch {
+		case errors.Is(err, ErrNotReplicated):
 			c.undoEnqueue(a.keys, executionID, rep)
+		case outcomeUnknown(err):
+			c.start(func() { c.settleUnknown(a, executionID) })
 		}
 		return nil, fmt.Errorf("baton: enqueue %s/%s: %w", action, executionID, err)
 	}
@@ -282,6 +288,60 @@ func (c *Coordinator) undoEnqueue(k keys.Action, id string, rep scripts.EnqueueR
 	if err != nil {
 		c.log.Warn("baton: undoing an admission that was not replicated", slog.String("execution", id), slog.Any("error", err))
 	}
+}
+
+// outcomeUnknown reports an error after which the script may have run: the
+// connection failed once the call was sent (a context error means the call
+// never left; an error reply means Redis refused or the script failed).
+func outcomeUnknown(err error) bool {
+	var re redis.Error
+	return !errors.As(err, &re) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// settleUnknown cleans up after an enqueue whose reply was lost (a
+// connection that died, a failover): the execution may be waiting, or
+// holding a slot, under this process's owner, with nobody here waiting for
+// it. A waiter nobody reads would stall the queue (its grant goes back to
+// the head while its process is alive); a slot nobody renews would be held
+// until its lease expires. Unless the caller retried meanwhile (the
+// execution is known here again), it is removed or released.
+func (c *Coordinator) settleUnknown(a *action, id string) {
+	for attempt := 0; attempt < 8; attempt++ {
+		if !c.sleep(backoff(attempt)) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		st, err := scripts.State(ctx, c.run, a.keys, id)
+		if err == nil && st.Owner == c.owner && !c.knows(a.ref, id) {
+			switch st.Status {
+			case "waiting":
+				_, _, err = scripts.Cancel(ctx, c.run, a.keys, id, strconv.FormatInt(st.Seq, 10), c.owner, c.opts.AckTimeout)
+			case "running":
+				_, err = scripts.Release(ctx, c.run, a.keys, id, st.Fence, c.opts.AckTimeout, scripts.Policy{Version: -1})
+			}
+			if err == nil && st.Status != "unknown" {
+				c.log.Warn("baton: took back an execution whose enqueue reply was lost", slog.String("action", a.ref),
+					slog.String("execution", id), slog.String("was", st.Status))
+			}
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+	}
+}
+
+// knows reports whether this process waits for or holds the execution.
+func (c *Coordinator) knows(ref, id string) bool {
+	c.amu.Lock()
+	a := c.actions[ref]
+	c.amu.Unlock()
+	if a == nil {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.waiters[id] != nil || a.leases[id] != nil
 }
 
 // cancelQueued removes an execution queued just as the Coordinator closed.

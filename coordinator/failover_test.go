@@ -76,6 +76,7 @@ type foFigures struct {
 	admitted    int
 	lostWaits   int            // waits that ended with ErrLeaseLost
 	lostRelease int            // releases that found no slot (ErrLeaseLost)
+	lostRunning int            // executions whose Lost() closed while they ran
 	errs        map[string]int // calls that ended with another error, by kind
 	relErrs     map[string]int // releases that failed, by kind
 	longest     time.Duration  // the longest call
@@ -224,6 +225,9 @@ func (l *failoverLoad) call(c *coordinator.Coordinator, action, id string) bool 
 	select { // a well-behaved executor stops when its lease is lost
 	case <-time.After(hold):
 	case <-lease.Lost():
+		f.mu.Lock()
+		f.lostRunning++
+		f.mu.Unlock()
 	}
 	f.mu.Lock()
 	f.running[action]--
@@ -286,9 +290,9 @@ func (l *failoverLoad) report(name string, durable bool, victims []string, kille
 	t, f := l.t, l.f
 	f.mu.Lock()
 	figures := fmt.Sprintf("%s: %d calls, %d admitted; over the limit: %d admissions (at most %d over at once); "+
-		"waits lost (ErrLeaseLost): %d; releases that found no slot: %d; IDs admitted in two calls: %d; "+
+		"waits lost (ErrLeaseLost): %d; releases that found no slot: %d; leases lost while running: %d; IDs admitted in two calls: %d; "+
 		"calls ended with an error: %v; releases failed: %v; longest call %v; failover took %v",
-		name, f.calls, f.admitted, f.over, f.maxOver, f.lostWaits, f.lostRelease, f.twice, f.errs, f.relErrs,
+		name, f.calls, f.admitted, f.over, f.maxOver, f.lostWaits, f.lostRelease, f.lostRunning, f.twice, f.errs, f.relErrs,
 		f.longest.Round(time.Millisecond), failover.Round(time.Millisecond))
 	f.mu.Unlock()
 	t.Logf("%s; admissions on the killed master's actions stopped for %v", figures, f.gap(victims, killed).Round(time.Millisecond))
@@ -304,7 +308,7 @@ func (l *failoverLoad) report(name string, durable bool, victims []string, kille
 func foOpts(prefix string, waitReplicas int, log *testLog) coordinator.Options {
 	return coordinator.Options{Prefix: prefix, LeaseTTL: foLeaseTTL, AckTimeout: time.Second,
 		QueueTimeout: time.Minute, SweepInterval: 200 * time.Millisecond, WaitReplicas: waitReplicas,
-		WaitTimeout: time.Second,
+		WaitTimeout: 200 * time.Millisecond,
 		// Errors only: a failover makes every Coordinator warn many times.
 		Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: foLogLevel}))}
 }
@@ -488,4 +492,6 @@ func TestWaitReplicasWithoutReplicas(t *testing.T) {
 	}
 }
 
-var foLogLevel = slog.LevelWarn
+// foLogLevel: errors only, as a failover makes every Coordinator warn many
+// times; set it to slog.LevelWarn to see what they did.
+var foLogLevel = slog.LevelError
