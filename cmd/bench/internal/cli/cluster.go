@@ -149,7 +149,8 @@ func runClusterThroughput(ctx context.Context, f *Flags, e *env, stderr io.Write
 	r.Notes = append(r.Notes, fmt.Sprintf("Redis Cluster of %d masters; redis_cpu_us_per_admission sums INFO cpu over the masters (replicas not counted)", len(after)),
 		"round trips are counted per pipeline the cluster client is given; it splits each into one per master, so on a cluster they are undercounted")
 	if f.WaitReplicas > 0 {
-		r.Notes = append(r.Notes, fmt.Sprintf("WaitReplicas %d: every state-changing call waits for %d replica(s) (WAIT, timeout %v)", f.WaitReplicas, f.WaitReplicas, f.WaitTimeout))
+		r.Notes = append(r.Notes, fmt.Sprintf("WaitReplicas %d: every state-changing call waits for %d replica(s) (WAIT, timeout %v)", f.WaitReplicas, f.WaitReplicas, f.WaitTimeout),
+			"with WaitReplicas on a cluster, script calls go through each master's own client, which the command counter does not see: redis_cmds_per_admission and round trips are not measured")
 	}
 	finishThroughput(r, f)
 	r.Failed = broken(r.Load)
