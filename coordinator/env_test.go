@@ -46,7 +46,9 @@ type env struct {
 	prefix  string
 	rdb     redis.UniversalClient
 	clock   time.Time // miniredis: the frozen Redis clock
-	mu      sync.Mutex
+	// waitReplicas goes to opts (durableClusterEnv).
+	waitReplicas int
+	mu           sync.Mutex
 }
 
 var prefixSeq atomic.Int64
@@ -87,6 +89,14 @@ func newClusterEnv(t testing.TB) *env {
 	cl := redistest.SharedCluster(t) // skips, or fails when Required, without redis-server
 	e := &env{t: t, tier: "cluster", cluster: cl, prefix: redistest.Prefix(t)}
 	e.rdb = e.client()
+	return e
+}
+
+// durableClusterEnv is the cluster tier with Options.WaitReplicas 1 in opts:
+// every master has one replica.
+func durableClusterEnv(t testing.TB) *env {
+	e := newClusterEnv(t)
+	e.tier, e.waitReplicas = "cluster-durable", 1
 	return e
 }
 
@@ -156,6 +166,7 @@ func (e *env) opts() coordinator.Options {
 		AckTimeout:    time.Second,
 		QueueTimeout:  time.Minute,
 		SweepInterval: -1,
+		WaitReplicas:  e.waitReplicas,
 		Logger:        testLogger(e.t),
 	}
 }
