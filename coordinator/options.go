@@ -117,8 +117,8 @@ type Options struct {
 	PolicyRefresh time.Duration
 
 	// WaitReplicas, when above 0, makes every state-changing call (admission,
-	// queueing, release, cancel, timeout, heartbeat, reconcile, sweep, limit
-	// push) wait until this many replicas of the master that ran it have
+	// queueing, release, cancel, timeout, heartbeat, reconcile, limit push)
+	// wait until this many replicas of the master that ran it have
 	// acknowledged it, before the call reports success: WAIT is pipelined
 	// right after the script on the same connection (on a cluster, the
 	// master of the action's slot), so it costs no extra round trip. A call
@@ -126,7 +126,9 @@ type Options struct {
 	// (an admission or a queueing is undone first, as far as Redis lets).
 	// A grant read from a BLPOP (written by another process's release) is
 	// confirmed the same way before it is delivered: one more round trip per
-	// queued admission. See RELIABILITY.md. Defaults to 0 (replication is
+	// queued admission. Sweeps do not wait: a grant they make is confirmed
+	// by its waiter the same way, and a reclaim a failover loses is made
+	// again. See RELIABILITY.md. Defaults to 0 (replication is
 	// asynchronous: a failover can lose acknowledged writes).
 	WaitReplicas int
 
