@@ -255,6 +255,18 @@ func (c *Coordinator) every(interval time.Duration, fn func()) {
 	}
 }
 
+// startUnlessClosed is start for work begun by a caller's goroutine, which
+// may race with Close: once Close has begun, fn does not run, so that
+// nothing runs after Close returns.
+func (c *Coordinator) startUnlessClosed(fn func()) {
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	if c.closed {
+		return
+	}
+	c.start(fn)
+}
+
 func (c *Coordinator) start(loop func()) {
 	c.wg.Add(1)
 	go func() {

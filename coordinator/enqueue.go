@@ -71,7 +71,7 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 		case errors.Is(err, ErrNotReplicated):
 			c.undoEnqueue(a.keys, executionID, rep)
 		case outcomeUnknown(err):
-			c.start(func() { c.settleUnknown(a, executionID) })
+			c.startUnlessClosed(func() { c.settleUnknown(a, executionID) })
 		}
 		return nil, fmt.Errorf("baton: enqueue %s/%s: %w", action, executionID, err)
 	}
