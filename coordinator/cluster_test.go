@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/batonhq/baton/coordinator"
 	"github.com/batonhq/baton/internal/keys"
 	"github.com/batonhq/baton/limits"
@@ -93,5 +95,41 @@ func TestClusterIndexesOnOtherMasters(t *testing.T) {
 	must(t, err)
 	if slices.Contains(refs, action) {
 		t.Fatalf("listing %v still has the forgotten %s", refs, action)
+	}
+}
+
+// TestClusterFunctionLibraryLost: a master that lost the function library
+// (FUNCTION FLUSH, as an empty node promoted or restarted would be) gets it
+// back on the next call, which then succeeds: the caller sees no error,
+// with and without WaitReplicas.
+func TestClusterFunctionLibraryLost(t *testing.T) {
+	for _, wr := range []int{0, 1} {
+		t.Run(fmt.Sprintf("WaitReplicas=%d", wr), func(t *testing.T) {
+			e := newClusterEnv(t)
+			e.waitReplicas = wr
+			ctx := ctxT(t)
+			const a = "fl.a"
+			c := e.coordinator(e.opts())
+			l, err := c.EnqueueAndWait(ctx, a, "f1")
+			must(t, err)
+			must(t, l.Release(ctx))
+			addr, err := e.cluster.MasterOf(ctx, keys.New(e.prefix).Action(a).Queue())
+			must(t, err)
+			node := redis.NewClient(&redis.Options{Addr: addr})
+			defer node.Close()
+			must(t, node.FunctionFlush(ctx).Err())
+			for i := 2; i <= 3; i++ {
+				l, err := c.EnqueueAndWait(ctx, a, fmt.Sprintf("f%d", i))
+				if err != nil {
+					t.Fatalf("admission after FUNCTION FLUSH on %s: %v", addr, err)
+				}
+				must(t, l.Release(ctx))
+			}
+			libs, err := node.FunctionList(ctx, redis.FunctionListQuery{}).Result()
+			must(t, err)
+			if len(libs) == 0 {
+				t.Fatalf("%s has no function library after the calls", addr)
+			}
+		})
 	}
 }
