@@ -269,22 +269,47 @@ func (a *api) answerAcquire(w http.ResponseWriter, r *http.Request, s *session) 
 		}
 		a.failAcquire(w, r, s, err)
 	default:
-		a.answerWaiting(w, r, s)
+		return !a.answerWaiting(w, r, s)
 	}
 	return false
 }
 
-// answerWaiting writes 202 with the execution's place in the queue.
-func (a *api) answerWaiting(w http.ResponseWriter, r *http.Request, s *session) {
+// answerWaiting writes 202 with the execution's place in the queue. A
+// session whose enqueue or grant is still on its way (Redis shows the
+// execution unknown or running) is waited for a little longer, up to
+// settleWait, so that even "wait": "0s" reports a free slot's admission.
+// It reports false when the session ended meanwhile: answer again.
+func (a *api) answerWaiting(w http.ResponseWriter, r *http.Request, s *session) bool {
 	out := stillWaiting{Status: "waiting", Action: s.ref, ExecutionID: s.id, GraceSecs: a.adm.leaseTTL.Seconds()}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), settleWait)
 	defer cancel()
-	if st, err := a.c.ExecutionState(ctx, s.ref, s.id); err == nil && st.Status == coordinator.StatusWaiting {
-		pos := st.Position
-		out.Position, out.EnqueuedAt = &pos, timePtr(st.EnqueuedAt)
+	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+		st, err := a.c.ExecutionState(ctx, s.ref, s.id)
+		if err == nil && st.Status == coordinator.StatusWaiting {
+			pos := st.Position
+			out.Position, out.EnqueuedAt = &pos, timePtr(st.EnqueuedAt)
+			break
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-s.done:
+			t.Stop()
+			return false
+		case <-ctx.Done():
+		case <-a.adm.stop:
+		case <-t.C:
+			continue
+		}
+		t.Stop()
+		break
 	}
 	writeJSON(w, http.StatusAccepted, out)
+	return true
 }
+
+// settleWait bounds how long a call whose wait ended waits for its
+// session's enqueue or grant to land.
+const settleWait = 5 * time.Second
 
 // failAcquire maps the end of an acquire without a lease to its status.
 func (a *api) failAcquire(w http.ResponseWriter, r *http.Request, s *session, err error) {
