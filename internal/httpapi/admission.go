@@ -35,8 +35,9 @@ import (
 const (
 	// DefaultAcquireWait is the wait of an acquire call that names none.
 	DefaultAcquireWait = 10 * time.Second
-	// MaxAcquireWait is the longest wait an acquire call may ask for: below
-	// the daemon's 60 s write timeout.
+	// MaxAcquireWait is the longest wait an acquire call may ask for: with
+	// settleWait and one script call after it, below the daemon's 60 s
+	// write timeout.
 	MaxAcquireWait = 50 * time.Second
 )
 
@@ -72,38 +73,44 @@ func newAdmissions(c *coordinator.Coordinator, leaseTTL, ackTimeout time.Duratio
 }
 
 // attach returns the execution's session, starting one if there is none,
-// with one more call attached.
+// with one more call attached. A session that ended in a way its client
+// need not hear of is replaced by a new one.
 func (m *admissions) attach(ref, id string) *session {
 	key := ref + "\x00" + id
-	m.mu.Lock()
-	s := m.sessions[key]
-	if s != nil && s.over() {
-		delete(m.sessions, key) // a session whose end nobody needs to hear of: start anew
-		s = nil
+	for {
+		m.mu.Lock()
+		s := m.sessions[key]
+		if s == nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			s = &session{key: key, ref: ref, id: id, cancel: cancel, done: make(chan struct{})}
+			m.sessions[key] = s
+			go m.run(ctx, s)
+		}
+		m.mu.Unlock()
+		s.mu.Lock() // not under m.mu: a session's lock may be held over a script call
+		if s.over() {
+			s.mu.Unlock()
+			m.mu.Lock()
+			if m.sessions[key] == s {
+				delete(m.sessions, key)
+			}
+			m.mu.Unlock()
+			continue
+		}
+		s.attached++
+		if s.timer != nil && s.lease == nil && s.err == nil {
+			s.timer.Stop() // the client came back: keep waiting
+			s.timer = nil
+		}
+		s.mu.Unlock()
+		return s
 	}
-	if s == nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		s = &session{key: key, ref: ref, id: id, cancel: cancel, done: make(chan struct{})}
-		m.sessions[key] = s
-		go m.run(ctx, s)
-	}
-	s.mu.Lock()
-	m.mu.Unlock()
-	s.attached++
-	if s.timer != nil && s.lease == nil && s.err == nil {
-		s.timer.Stop() // the client came back: keep waiting
-		s.timer = nil
-	}
-	s.mu.Unlock()
-	return s
 }
 
 // over reports whether the session ended in a way its client need not be
 // told of (re-attached elsewhere, given up while absent, closed): a new call
-// starts a new session.
+// starts a new session. The caller holds s.mu.
 func (s *session) over() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.err != nil && !tellLater(s.err)
 }
 
@@ -309,7 +316,7 @@ func (a *api) answerWaiting(w http.ResponseWriter, r *http.Request, s *session) 
 
 // settleWait bounds how long a call whose wait ended waits for its
 // session's enqueue or grant to land.
-const settleWait = 5 * time.Second
+const settleWait = 2 * time.Second
 
 // failAcquire maps the end of an acquire without a lease to its status.
 func (a *api) failAcquire(w http.ResponseWriter, r *http.Request, s *session, err error) {

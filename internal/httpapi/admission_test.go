@@ -34,7 +34,8 @@ type daemons struct {
 	addr   string
 	prefix string
 	rdb    *redis.Client
-	d      []*fixture // the daemons; d[0].c also reads stats
+	d      []*fixture      // the daemons; d[0].c also reads stats
+	stops  []chan struct{} // each daemon's Options.Stop
 }
 
 func admTiers(t *testing.T, opts coordinator.Options, fn func(t *testing.T, ds *daemons)) {
@@ -68,8 +69,10 @@ func newDaemons(t *testing.T, addr, prefix string, opts coordinator.Options) *da
 		}
 		t.Cleanup(func() { c.Close() })
 		o = o.WithDefaults()
+		stop := make(chan struct{})
+		ds.stops = append(ds.stops, stop)
 		h := httpapi.New(httpapi.Options{Coordinator: c, AuthToken: token, MaxBodyBytes: 1024,
-			Logger: slog.New(slog.DiscardHandler), LeaseTTL: o.LeaseTTL, AckTimeout: o.AckTimeout})
+			Logger: slog.New(slog.DiscardHandler), LeaseTTL: o.LeaseTTL, AckTimeout: o.AckTimeout, Stop: stop})
 		srv := httptest.NewServer(h)
 		t.Cleanup(srv.Close)
 		ds.d = append(ds.d, &fixture{t: t, c: c, srv: srv})
@@ -431,5 +434,55 @@ func TestAdmissionBadInput(t *testing.T) {
 		if len(after) != len(before) {
 			t.Fatalf("bad input wrote keys: before %v, after %v", before, after)
 		}
+	})
+}
+
+// TestAdmissionReattachedAndShutdown: a call left behind when its
+// execution is re-attached through another daemon answers 409 reattached;
+// a daemon's Stop answers its waiting calls at once (202); a daemon whose
+// Coordinator closed answers 503, and the client's next call through
+// another daemon is a new request.
+func TestAdmissionReattachedAndShutdown(t *testing.T) {
+	admTiers(t, coordinator.Options{LeaseTTL: 20 * time.Second}, func(t *testing.T, ds *daemons) {
+		const a = "adm.stop"
+		ds.limit(a, 1)
+		tok := tokenOf(t, ds.acquire(0, a, "e1", "0s", 200))
+		left := ds.acquireAsync(0, a, "e2", "50s")
+		redistest.Eventually(t, 5*time.Second, "e2 queued", func() bool { return ds.stats(a).QueueLength == 1 })
+		if p := position(t, ds.acquire(1, a, "e2", "0s", 202)); p != 0 {
+			t.Fatalf("e2 through daemon 1: position %d", p)
+		}
+		if r := recv(t, left, "e2's call left on daemon 0"); r.status != 409 || r.body["code"] != "reattached" {
+			t.Fatalf("e2's call left on daemon 0: %d %v", r.status, r.body)
+		}
+
+		closing := ds.acquireAsync(1, a, "e3", "50s")
+		redistest.Eventually(t, 5*time.Second, "e3 queued", func() bool { return ds.stats(a).QueueLength == 2 })
+		if err := ds.d[1].c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if r := recv(t, closing, "e3 as daemon 1 closes"); r.status != 503 || r.body["code"] != "unavailable" {
+			t.Fatalf("e3 as daemon 1 closes: %d %v", r.status, r.body)
+		}
+		if st := ds.stats(a); st.QueueLength != 0 || st.TotalCanceled != 2 {
+			t.Fatalf("daemon 1's waits (e2 between calls, e3 in one) were not given up at close: %+v", st)
+		}
+
+		waiting := ds.acquireAsync(0, a, "e3", "50s") // anew, through daemon 0
+		redistest.Eventually(t, 5*time.Second, "e3 queued anew", func() bool { return ds.stats(a).QueueLength == 1 })
+		close(ds.stops[0])
+		if r := recv(t, waiting, "e3 after daemon 0's Stop"); r.status != 202 || r.body["status"] != "waiting" || r.body["position"] != 0.0 {
+			t.Fatalf("e3 after Stop: %d %v", r.status, r.body)
+		}
+		ds.call(0, a, "e1", "release", tok, 200)
+		var tok3 int64
+		redistest.Eventually(t, 5*time.Second, "e3 admitted", func() bool { // every call answers at once after Stop
+			r := recv(t, ds.acquireAsync(0, a, "e3", "0s"), "e3")
+			if r.status == 200 {
+				tok3 = tokenOf(t, r.body)
+			}
+			return r.status == 200
+		})
+		ds.call(0, a, "e3", "release", tok3, 200)
 	})
 }
