@@ -116,21 +116,30 @@ func (s *session) over() bool {
 
 // detach ends one call's attachment. When the last call leaves a waiting
 // session, the place is kept for the grace (the lease TTL), then given up.
+// A session that ended and that no call took its result from (a lease whose
+// hand-over failed, an error) is forgotten after a while.
 func (m *admissions) detach(s *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.attached--
-	if s.attached > 0 || s.lease != nil || s.err != nil || s.timer != nil {
+	if s.attached > 0 || s.timer != nil {
 		return
 	}
-	s.timer = time.AfterFunc(m.leaseTTL, func() {
-		s.mu.Lock()
-		absent := s.attached == 0 && s.lease == nil && s.err == nil
-		s.mu.Unlock()
-		if absent {
-			s.cancel() // the core takes it out of the queue, or gives back a grant arriving now
-		}
-	})
+	switch {
+	case s.lease != nil:
+		s.timer = time.AfterFunc(m.ackTimeout, func() { m.forget(s) })
+	case s.err != nil:
+		s.timer = time.AfterFunc(m.leaseTTL, func() { m.forget(s) })
+	default:
+		s.timer = time.AfterFunc(m.leaseTTL, func() {
+			s.mu.Lock()
+			absent := s.attached == 0 && s.lease == nil && s.err == nil
+			s.mu.Unlock()
+			if absent {
+				s.cancel() // the core takes it out of the queue, or gives back a grant arriving now
+			}
+		})
+	}
 }
 
 // forget removes the session from the table, if it is still there.
