@@ -23,7 +23,7 @@ import (
 // (examples/python/worker.py, admitted over the HTTP API) and a Go worker
 // (the library). Every admission and end goes to one file opened O_APPEND
 // by all three, written while the slot is held, so the file's order is the
-// real order. The test checks, from the file alone: never more than one
+// real order. The action is paused until the three wait. The test checks, from the file alone: never more than one
 // holder; admissions in FIFO order (enqueue seqs increasing) and fencing
 // tokens increasing; every execution admitted once and ended once. One
 // Python worker holds its last slot, heartbeating, for two lease TTLs
@@ -59,7 +59,9 @@ func TestPythonAndGoWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if err := c.SetConcurrencyLimit(ctx, limits.Action(action), 1); err != nil {
+	// Paused (limit 0) until all three workers wait, so that they compete
+	// from the first admission on.
+	if err := c.SetConcurrencyLimit(ctx, limits.Action(action), 0); err != nil {
 		t.Fatal(err)
 	}
 
@@ -91,12 +93,6 @@ func TestPythonAndGoWorkers(t *testing.T) {
 		b, _ := os.ReadFile(logPath)
 		return strings.Split(strings.TrimSpace(string(b)), "\n")
 	}
-	// The Go worker starts once the Python workers are admitted, so that
-	// the three compete for the slot.
-	redistest.Eventually(t, 20*time.Second, "both Python workers admitted", func() bool {
-		s := strings.Join(lines(), "\n")
-		return strings.Contains(s, "start py1 ") && strings.Contains(s, "start py2 ")
-	})
 	goDone := make(chan error, 1)
 	go func() {
 		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
@@ -123,6 +119,13 @@ func TestPythonAndGoWorkers(t *testing.T) {
 		goDone <- nil
 	}()
 
+	redistest.Eventually(t, 20*time.Second, "the three workers waiting", func() bool {
+		st, err := c.QueueStats(ctx, action)
+		return err == nil && st.QueueLength == 3
+	})
+	if err := c.SetConcurrencyLimit(ctx, limits.Action(action), 1); err != nil {
+		t.Fatal(err)
+	}
 	redistest.Eventually(t, 20*time.Second, "py1 holds its last slot", func() bool {
 		for _, l := range lines() {
 			if strings.HasPrefix(l, "start py1 py1-3 ") {
