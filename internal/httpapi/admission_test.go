@@ -198,6 +198,16 @@ func TestAdmissionLifecycle(t *testing.T) {
 		if p := position(t, ds.acquire(0, a, "e2", "0s", 202)); p != 0 { // re-attached, same place
 			t.Fatalf("e2 position after re-attach %d, want 0", p)
 		}
+		// A long poll whose connection drops: the retry finds the same place.
+		req, _ := http.NewRequest("POST", ds.d[0].srv.URL+execPath(a, "e3", "acquire"), strings.NewReader(`{"wait": "30s"}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		if resp, err := (&http.Client{Timeout: 200 * time.Millisecond}).Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("a 30 s long poll answered %d within 200 ms", resp.StatusCode)
+		}
+		if p := position(t, ds.acquire(0, a, "e3", "0s", 202)); p != 1 {
+			t.Fatalf("e3 position after a dropped poll %d, want 1", p)
+		}
 		if st := ds.stats(a); st.TotalEnqueued != 3 || st.TotalAdmitted != 1 || st.QueueLength != 2 {
 			t.Fatalf("stats: %+v", st)
 		}
