@@ -51,7 +51,7 @@ func TestKeepLease(t *testing.T) {
 			t.Fatalf("a wrong token changed the action: %+v", st)
 		}
 
-		d1, err := granted.KeepLease(ctx, a, "e1", tok, 2*time.Second)
+		d1, err := granted.KeepLease(ctx, a, "e1", tok, 4*time.Second)
 		must(t, err)
 		select {
 		case <-l1.Lost(): // the granted process let go of it
@@ -63,7 +63,7 @@ func TestKeepLease(t *testing.T) {
 		if st.Owner != "-" || st.Token != tok || !st.LeaseDeadline.Equal(d1) || !st.Acknowledged {
 			t.Fatalf("state after KeepLease: %+v, want owner \"-\", token %d, deadline %v", st, tok, d1)
 		}
-		d2, err := other.KeepLease(ctx, a, "e1", tok, 2*time.Second) // any process may keep it
+		d2, err := other.KeepLease(ctx, a, "e1", tok, 4*time.Second) // any process may keep it
 		must(t, err)
 		if d2.Before(d1) {
 			t.Fatalf("second KeepLease moved the deadline back: %v then %v", d1, d2)
@@ -80,7 +80,7 @@ func TestKeepLease(t *testing.T) {
 		eventually(t, 5*time.Second, "e2 queued", func() bool { return e.stats(other, a).QueueLength == 1 })
 		// Nobody keeps e1 now. Its granted process heartbeats all along
 		// (every 100 ms) and must not renew it.
-		e.advance(2500 * time.Millisecond)
+		e.advance(5 * time.Second)
 		var l2 *coordinator.Lease
 		select {
 		case l2 = <-got:

@@ -42,7 +42,7 @@ func TestPythonAndGoWorkers(t *testing.T) {
 	srv := redistest.SharedServer(t)
 	const (
 		action = "fleet.mixed"
-		ttl    = 3 * time.Second
+		ttl    = 5 * time.Second
 		hold   = 50 * time.Millisecond
 	)
 	prefix := fmt.Sprintf("py%d", time.Now().UnixNano()%1_000_000)

@@ -250,7 +250,8 @@ func TestAdmissionLifecycle(t *testing.T) {
 // it gets its lease from the other daemon; its heartbeats and release work
 // through either.
 func TestAdmissionReattachThroughAnotherDaemon(t *testing.T) {
-	admTiers(t, coordinator.Options{LeaseTTL: 20 * time.Second, AckTimeout: 500 * time.Millisecond}, func(t *testing.T, ds *daemons) {
+	ack := 2 * time.Second // long enough for the client's next call to come in time on a slow machine
+	admTiers(t, coordinator.Options{LeaseTTL: 20 * time.Second, AckTimeout: ack}, func(t *testing.T, ds *daemons) {
 		const a = "adm.two"
 		ds.limit(a, 1)
 		tok := tokenOf(t, ds.acquire(0, a, "e1", "0s", 200))
@@ -273,7 +274,7 @@ func TestAdmissionReattachThroughAnotherDaemon(t *testing.T) {
 		tok2 := tokenOf(t, r.body)
 		// Daemon 0 forgets the grant it kept at its acknowledgement deadline;
 		// the lease, now the client's, stays.
-		time.Sleep(time.Second)
+		time.Sleep(ack + 500*time.Millisecond)
 		ds.call(0, a, "e2", "heartbeat", tok2, 200)
 		if st := ds.stats(a); st.ActiveCount != 1 || st.QueueLength != 1 || st.TotalReclaimed != 0 || st.TotalAdmitted != 2 {
 			t.Fatalf("stats: %+v", st)
@@ -320,7 +321,7 @@ func TestAdmissionUnclaimedGrant(t *testing.T) {
 // either daemon; once they stop, the slot is reclaimed after the TTL,
 // though both daemons live and heartbeat themselves.
 func TestAdmissionHeartbeats(t *testing.T) {
-	ttl := 1500 * time.Millisecond
+	ttl := 3 * time.Second
 	admTiers(t, coordinator.Options{LeaseTTL: ttl, AckTimeout: 300 * time.Millisecond}, func(t *testing.T, ds *daemons) {
 		const a = "adm.hb"
 		ds.limit(a, 1)
@@ -349,8 +350,8 @@ func TestAdmissionHeartbeats(t *testing.T) {
 	})
 }
 
-// TestAdmissionEnds: queue full (429 with Retry-After), queue timeout (410)
-// with a call attached or between polls, and an operator's cancel (409).
+// TestAdmissionEnds: queue full (429 with Retry-After), and queue timeout
+// (410) with a call attached or between polls.
 func TestAdmissionEnds(t *testing.T) {
 	admTiers(t, coordinator.Options{LeaseTTL: 20 * time.Second, MaxQueueLength: 2, QueueTimeout: 500 * time.Millisecond},
 		func(t *testing.T, ds *daemons) {
@@ -383,13 +384,6 @@ func TestAdmissionEnds(t *testing.T) {
 				t.Fatalf("stats: %+v", st)
 			}
 
-			// An operator's cancel ends a waiting call with 409.
-			waiting := ds.acquireAsync(1, a, "e5", "30s")
-			redistest.Eventually(t, 5*time.Second, "e5 queued", func() bool { return ds.stats(a).QueueLength == 1 })
-			ds.d[0].do("POST", execPath(a, "e5", "cancel"), token, "", 200)
-			if r := recv(t, waiting, "e5"); r.status != 409 || r.body["code"] != "canceled" {
-				t.Fatalf("e5: %d %v", r.status, r.body)
-			}
 			ds.call(0, a, "e1", "release", tok, 200)
 		})
 }
@@ -494,5 +488,30 @@ func TestAdmissionReattachedAndShutdown(t *testing.T) {
 			return r.status == 200
 		})
 		ds.call(0, a, "e3", "release", tok3, 200)
+	})
+}
+
+// TestAdmissionCanceled: an operator's cancel ends a waiting call with 409
+// canceled; a cancel while the client is between polls is told to its next
+// acquire through the same daemon.
+func TestAdmissionCanceled(t *testing.T) {
+	admTiers(t, coordinator.Options{LeaseTTL: 20 * time.Second}, func(t *testing.T, ds *daemons) {
+		const a = "adm.cancel"
+		ds.limit(a, 1)
+		tok := tokenOf(t, ds.acquire(0, a, "e1", "0s", 200))
+		waiting := ds.acquireAsync(1, a, "e5", "30s")
+		redistest.Eventually(t, 5*time.Second, "e5 queued", func() bool { return ds.stats(a).QueueLength == 1 })
+		ds.d[0].do("POST", execPath(a, "e5", "cancel"), token, "", 200)
+		if r := recv(t, waiting, "e5"); r.status != 409 || r.body["code"] != "canceled" {
+			t.Fatalf("e5: %d %v", r.status, r.body)
+		}
+		position(t, ds.acquire(1, a, "e6", "0s", 202))
+		ds.d[0].do("POST", execPath(a, "e6", "cancel"), token, "", 200)
+		redistest.Eventually(t, 5*time.Second, "e6's wait ended", func() bool { return ds.stats(a).TotalCanceled == 2 })
+		ds.d[1].doErr("POST", execPath(a, "e6", "acquire"), token, `{"wait": "0s"}`, 409, "canceled")
+		ds.call(0, a, "e1", "release", tok, 200)
+		if st := ds.stats(a); st.TotalEnqueued != 3 || st.TotalCanceled != 2 || st.ActiveCount != 0 || st.QueueLength != 0 {
+			t.Fatalf("stats: %+v", st)
+		}
 	})
 }
