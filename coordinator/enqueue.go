@@ -66,10 +66,13 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 	if err != nil {
 		return nil, fmt.Errorf("baton: enqueue %s/%s: %w", action, executionID, err)
 	}
-	c.addDue(ctx, action, rep.Due)
+	c.schedule(ctx, action, rep.Due, rep.Wake)
 	switch rep.Status {
 	case scripts.Full:
 		return nil, fmt.Errorf("%w: %s holds %d waiting executions", ErrQueueFull, action, c.opts.MaxQueueLength)
+	case scripts.OverQuota:
+		p := c.policyArgs(action)
+		return nil, &QuotaError{Action: action, Quota: p.Quota, Source: p.QuotaSource, RetryAt: time.UnixMilli(rep.RetryAt)}
 	case scripts.Admitted, scripts.Running:
 		for {
 			a := c.action(action)
@@ -192,21 +195,21 @@ func (c *Coordinator) giveUp(w *waiter, why error) {
 		default:
 			a.apply(w, evGaveUp, 0, "", nil)
 		}
-		c.addDue(ctx, a.ref, r.Due)
+		c.schedule(ctx, a.ref, r.Due, r.Wake)
 		return
 	}
-	result, due, err := scripts.Cancel(ctx, c.run, a.keys, w.id, w.seqStr, c.owner, c.opts.AckTimeout)
+	r, err := scripts.Cancel(ctx, c.run, a.keys, w.id, w.seqStr, c.owner, c.opts.AckTimeout)
 	switch {
 	case err != nil:
 		c.log.Warn("baton: giving up a wait; retrying", slog.String("action", a.ref),
 			slog.String("execution", w.id), slog.Any("reason", why), slog.Any("error", err))
 		a.apply(w, evGiveUpFailed, 0, "", nil)
-	case result == scripts.NotCanceled:
+	case r.Result == scripts.NotCanceled:
 		a.apply(w, evGone, 0, "", nil)
 	default:
 		a.apply(w, evGaveUp, 0, "", nil)
 	}
-	c.addDue(ctx, a.ref, due)
+	c.schedule(ctx, a.ref, r.Due, r.Wake)
 }
 
 // retryCancel removes a waiter whose give-up could not reach Redis, retrying
@@ -218,10 +221,10 @@ func (c *Coordinator) retryCancel(a *action, w *waiter) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-		_, due, err := scripts.Cancel(ctx, c.run, a.keys, w.id, w.seqStr, c.owner, c.opts.AckTimeout)
+		r, err := scripts.Cancel(ctx, c.run, a.keys, w.id, w.seqStr, c.owner, c.opts.AckTimeout)
 		cancel()
 		if err == nil {
-			c.addDue(c.ctx, a.ref, due)
+			c.schedule(c.ctx, a.ref, r.Due, r.Wake)
 			return
 		}
 	}
@@ -232,12 +235,12 @@ func (c *Coordinator) retryCancel(a *action, w *waiter) {
 func (c *Coordinator) giveBackOrphan(a *action, id, seq string) {
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
-	_, due, err := scripts.Cancel(ctx, c.run, a.keys, id, seq, c.owner, c.opts.AckTimeout)
+	r, err := scripts.Cancel(ctx, c.run, a.keys, id, seq, c.owner, c.opts.AckTimeout)
 	if err != nil {
 		c.log.Warn("baton: giving back an unclaimed grant", slog.String("action", a.ref), slog.String("execution", id), slog.Any("error", err))
 		return
 	}
-	c.addDue(ctx, a.ref, due)
+	c.schedule(ctx, a.ref, r.Due, r.Wake)
 }
 
 // releaseFence frees a slot granted to a waiter that gave up after the grant
@@ -263,7 +266,7 @@ func (c *Coordinator) releaseAbandoned(l *Lease) {
 func (c *Coordinator) cancelQueued(k keys.Action, id string, seq int64) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
 	defer cancel()
-	if _, _, err := scripts.Cancel(ctx, c.run, k, id, fmt.Sprint(seq), c.owner, c.opts.AckTimeout); err != nil {
+	if _, err := scripts.Cancel(ctx, c.run, k, id, fmt.Sprint(seq), c.owner, c.opts.AckTimeout); err != nil {
 		c.log.Warn("baton: canceling on close", slog.String("execution", id), slog.Any("error", err))
 	}
 }

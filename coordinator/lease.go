@@ -90,7 +90,7 @@ func (c *Coordinator) release(ctx context.Context, action, id string, fence int6
 	if err != nil {
 		return false, fmt.Errorf("baton: release %s/%s: %w", action, id, err)
 	}
-	c.addDue(ctx, action, r.Due)
+	c.schedule(ctx, action, r.Due, r.Wake)
 	c.dropLease(action, id, fence)
 	return r.Held, nil
 }
@@ -194,9 +194,7 @@ func (a *action) renew() {
 		c.log.Warn("baton: heartbeat", slog.String("action", a.ref), slog.Any("error", err))
 		return
 	}
-	if r.Due > 0 {
-		c.addDue(ctx, a.ref, r.Due) // heals the index if a sweeper lost a claim
-	}
+	c.schedule(ctx, a.ref, r.Due, r.Wake) // the due heals the index if a sweeper lost a claim
 	if oldest != nil {
 		a.applyStatus(oldest, r.Oldest)
 	}

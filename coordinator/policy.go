@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -16,13 +15,6 @@ import (
 )
 
 const policyVersionField = "_version"
-
-// ratesEnforced is false until the scripts enforce rates and quotas (issue 8
-// lands in steps): until then SetRateLimit and SetQuota validate their input
-// and refuse, so that no policy is stored that nothing enforces.
-const ratesEnforced = false
-
-var errNotEnforced = errors.New("baton: rates and quotas are not enforced by this build yet")
 
 // SetConcurrencyLimit sets the limit of a scope: limits.Action(ref),
 // limits.Pack(name) or limits.Global(). n >= 0 is a count (0 pauses: nothing
@@ -71,9 +63,6 @@ func (c *Coordinator) SetRateLimit(ctx context.Context, scope limits.Scope, rate
 	if err := rate.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
-	if !ratesEnforced {
-		return errNotEnforced
-	}
 	return c.changePolicy(ctx, scope, func(p redis.Pipeliner) {
 		p.HSet(ctx, c.keys.Policies(), limits.RateField+scope.String(), limits.FormatRate(rate))
 	})
@@ -101,9 +90,6 @@ func (c *Coordinator) SetQuota(ctx context.Context, scope limits.Scope, q limits
 	}
 	if err := q.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
-	}
-	if !ratesEnforced {
-		return errNotEnforced
 	}
 	return c.changePolicy(ctx, scope, func(p redis.Pipeliner) {
 		p.HSet(ctx, c.keys.Policies(), limits.QuotaField+scope.String(), limits.FormatQuota(q))
@@ -185,13 +171,11 @@ func (c *Coordinator) applyPolicy(ctx context.Context, p limits.Policies, ref st
 	if limits.ValidateRef(ref) != nil {
 		return nil // not an action of ours; the index may hold anything
 	}
-	n, src, ok := p.Resolve(ref)
-	_, due, err := scripts.ApplyPolicy(ctx, c.run, c.keys.Action(ref),
-		scripts.Policy{Version: p.Version, Limit: n, Source: limits.Source(src, ok)}, c.opts.AckTimeout)
+	r, err := scripts.ApplyPolicy(ctx, c.run, c.keys.Action(ref), resolvePolicy(p, ref, p.Version), c.opts.AckTimeout)
 	if err != nil {
 		return fmt.Errorf("baton: applying policy to %s: %w", ref, err)
 	}
-	c.addDue(ctx, ref, due)
+	c.schedule(ctx, ref, r.Due, r.Wake)
 	return nil
 }
 

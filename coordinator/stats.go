@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -113,8 +114,17 @@ func (c *Coordinator) QueueStats(ctx context.Context, action string) (QueueStats
 		ActiveCount:   r.Active,
 		MaxConcurrent: r.Limit,
 		LimitSource:   r.LimitSource,
-		RateSource:    "default",
-		QuotaSource:   "default",
+		Rate:          r.Rate,
+		RateSource:    cmp.Or(r.RateSource, "default"),
+		Quota:         r.Quota,
+		QuotaSource:   cmp.Or(r.QuotaSource, "default"),
+		QuotaUsed:     r.QuotaUsed,
+	}
+	if r.ThrottledUntil > 0 {
+		st.ThrottledUntil = time.UnixMicro(r.ThrottledUntil)
+	}
+	if r.QuotaReset > 0 {
+		st.QuotaResetAt = time.UnixMilli(r.QuotaReset)
 	}
 	meta, waits := r.Meta, r.Waits
 	if r.HeadSeq != 0 {
@@ -124,6 +134,7 @@ func (c *Coordinator) QueueStats(ctx context.Context, action string) (QueueStats
 	st.TotalEnqueued, st.TotalAdmitted, st.TotalCompleted = n("enqueued"), n("admitted"), n("completed")
 	st.TotalTimedOut, st.TotalCanceled, st.TotalRejected = n("timed_out"), n("canceled"), n("rejected")
 	st.TotalReclaimed, st.TotalAbandoned = n("reclaimed"), n("abandoned")
+	st.TotalThrottled, st.TotalQuotaRejected = n("throttled"), n("quota_rejected")
 	for _, b := range WaitBuckets {
 		st.Wait.Buckets = append(st.Wait.Buckets, parseInt(waits[fmt.Sprintf("le_%d", b.Milliseconds())]))
 	}
