@@ -635,6 +635,15 @@ func TestRateQuotaPrecedenceAndChanges(t *testing.T) {
 			t.Fatalf("after clearing: %+v", st)
 		}
 		holdN(t, c, a, 5) // unthrottled again
+
+		// Another process's cache follows within its PolicyRefresh (500 ms):
+		// an action that Redis has never seen reports the caller's policy.
+		must(t, admin.SetRateLimit(ctx, limits.Pack("prec"), limits.Rate{Limit: 7, Per: time.Second}))
+		must(t, admin.SetQuota(ctx, limits.Global(), limits.Quota{Limit: 9, Window: limits.Hour}))
+		eventually(t, time.Second, "the other process sees the new rate and quota", func() bool {
+			st := e.stats(c, "prec.fresh")
+			return st.RateSource == "pack:prec" && st.Rate.Limit == 7 && st.QuotaSource == "global" && st.Quota.Limit == 9
+		})
 	})
 }
 
