@@ -712,3 +712,31 @@ func TestThrottledHeadSweeperBackstop(t *testing.T) {
 		}
 	})
 }
+
+// TestForgetKeepsRateAndQuota: forgetting an idle action keeps its rate,
+// its throttle's state and its quota count, so it frees no burst and
+// resets no window.
+func TestForgetKeepsRateAndQuota(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		const a = "rate.forget"
+		c := e.coordinator(e.opts())
+		must(t, c.SetRateLimit(ctx, limits.Action(a), limits.Rate{Limit: 1, Per: time.Hour, Burst: 1}))
+		must(t, c.SetQuota(ctx, limits.Action(a), limits.Quota{Limit: 2, Window: limits.Day}))
+		must(t, holdN(t, c, a, 1)[0].Release(ctx))
+		must(t, c.ForgetAction(ctx, a))
+		cctx, cancel := context.WithCancel(ctx)
+		done := enqueueAsync(t, e, c, cctx, a, "after-forget")
+		st := e.stats(c, a)
+		if st.QueueLength != 1 || st.ThrottledUntil.IsZero() || st.RateSource != "action:"+a || st.QuotaUsed != 2 {
+			t.Fatalf("after forget: %+v, want the next one throttled and the quota count kept", st)
+		}
+		if _, err := c.EnqueueAndWait(ctx, a, "third"); !errors.Is(err, coordinator.ErrQuotaExceeded) {
+			t.Fatalf("third of a quota of 2: %v", err)
+		}
+		cancel()
+		if err := recv(t, done, "after-forget"); !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+	})
+}
