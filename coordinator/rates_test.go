@@ -116,7 +116,30 @@ func TestRateThrottleBasics(t *testing.T) {
 		if granted-first0 < 999 {
 			t.Fatalf("third admitted %d ms after the burst, before its token (1000 ms)", granted-first0)
 		}
+
+		// A redelivered request re-attaches (here in another process) and
+		// takes no token: the next waiter's token time does not move.
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		enqueueAsync(t, e, c, cctx, a, "fourth")
+		until := e.stats(c, a).ThrottledUntil
+		other := e.coordinator(e.opts())
+		l, err := other.EnqueueAndWait(ctx, a, "third")
+		if err != nil || l.Token() != sinceToken(t, c, a, "third") {
+			t.Fatalf("re-attach of a running execution: %v, %v", l, err)
+		}
+		if st := e.stats(c, a); !st.ThrottledUntil.Equal(until) || st.TotalThrottled != 2 || st.TotalEnqueued != 4 {
+			t.Fatalf("a re-attach moved the throttle or the totals: %+v (token time was %v)", st, until)
+		}
 	})
+}
+
+// sinceToken is the fencing token of a running execution.
+func sinceToken(t *testing.T, c *coordinator.Coordinator, action, id string) int64 {
+	t.Helper()
+	st, err := c.ExecutionState(context.Background(), action, id)
+	must(t, err)
+	return st.Token
 }
 
 // TestRateFIFOBehindThrottledHead: with free slots, a throttled head is
