@@ -212,6 +212,9 @@ type EnqueueReply struct {
 	Wake time.Duration
 	// RetryAt is when the quota's window ends (ms, Redis clock), for OverQuota.
 	RetryAt int64
+	// Quota and QuotaSource are the quota that refused, for OverQuota.
+	Quota       limits.Quota
+	QuotaSource string
 }
 
 // Enqueue admits an execution or queues it (enqueue.lua).
@@ -229,6 +232,12 @@ func decodeEnqueue(v any) (EnqueueReply, error) {
 	out := EnqueueReply{Status: p.str(0), Fence: p.int(1), Due: p.int(3), Wake: wake(p.int(4)), RetryAt: p.int(5)}
 	if s := p.str(2); s != "" {
 		out.Seq, _ = strconv.ParseInt(s, 10, 64)
+	}
+	if out.Status == OverQuota && p.err == nil {
+		p = newReply("enqueue", v, 7)
+		if spec := p.str(6); p.err == nil {
+			out.Quota, out.QuotaSource, p.err = parseQuotaSpec(spec)
+		}
 	}
 	switch out.Status {
 	case Admitted, Running, Queued, Full, OverQuota:
@@ -628,17 +637,17 @@ func parseRateSpec(spec string) (limits.Rate, string, error) {
 func parseQuotaSpec(spec string) (limits.Quota, string, error) {
 	parts := strings.SplitN(spec, ",", 3)
 	if len(parts) != 3 {
-		return limits.Quota{}, "", fmt.Errorf("baton: stats: quota %q: want limit,window_ms,source", spec)
+		return limits.Quota{}, "", fmt.Errorf("baton: quota %q: want limit,window_ms,source", spec)
 	}
 	n, err1 := strconv.ParseInt(parts[0], 10, 64)
 	winMs, err2 := strconv.ParseInt(parts[1], 10, 64)
 	if err1 != nil || err2 != nil {
-		return limits.Quota{}, "", fmt.Errorf("baton: stats: quota %q: not integers", spec)
+		return limits.Quota{}, "", fmt.Errorf("baton: quota %q: not integers", spec)
 	}
 	for _, w := range []limits.Window{limits.Minute, limits.Hour, limits.Day} {
 		if w.Duration().Milliseconds() == winMs {
 			return limits.Quota{Limit: n, Window: w}, parts[2], nil
 		}
 	}
-	return limits.Quota{}, "", fmt.Errorf("baton: stats: quota %q: unknown window", spec)
+	return limits.Quota{}, "", fmt.Errorf("baton: quota %q: unknown window", spec)
 }
