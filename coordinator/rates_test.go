@@ -179,7 +179,7 @@ func TestRateFIFOBehindThrottledHead(t *testing.T) {
 			})
 			dones = append(dones, ch)
 		}
-		e.runClock(t, 10*time.Millisecond)
+		e.runClock(t, 4*time.Millisecond) // twice real time: heartbeats (LeaseTTL/3 real) keep owners alive
 		for i, ch := range dones {
 			if err := recv(t, ch, fmt.Sprint("w", i)); err != nil {
 				t.Fatal(err)
