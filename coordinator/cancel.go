@@ -17,10 +17,10 @@ func (c *Coordinator) CancelExecution(ctx context.Context, action, executionID s
 	if err := validate(action, executionID); err != nil {
 		return false, err
 	}
-	result, due, err := scripts.Cancel(ctx, c.run, c.keys.Action(action), executionID, "", "", c.opts.AckTimeout)
+	r, err := scripts.Cancel(ctx, c.run, c.keys.Action(action), executionID, "", "", c.opts.AckTimeout)
 	if err != nil {
 		return false, fmt.Errorf("baton: cancel %s/%s: %w", action, executionID, err)
 	}
-	c.addDue(ctx, action, due)
-	return result == scripts.Removed, nil
+	c.schedule(ctx, action, r.Due, r.Wake)
+	return r.Result == scripts.Removed, nil
 }

@@ -69,6 +69,7 @@ type Coordinator struct {
 	policiesLoaded atomic.Bool // the cache was read from Redis at least once
 	loadMu         sync.Mutex
 	known          sync.Map // action refs already added to the actions set
+	ticks          ticks    // timers for throttled queue heads (throttle.go)
 
 	closeOnce sync.Once
 }
@@ -114,7 +115,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 		waitConns:  make(chan struct{}, opts.MaxWaitConns),
 	}
 	if opts.ReadOnly {
-		c.policies.Store(&limits.Policies{Limits: map[limits.Scope]int{}})
+		c.policies.Store(&limits.Policies{})
 		return c, nil
 	}
 	if opts.WaitClient != nil {
@@ -127,7 +128,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 		defer cancel()
 		c.run.Probe(ctx)
 	}()
-	c.policies.Store(&limits.Policies{Limits: map[limits.Scope]int{}})
+	c.policies.Store(&limits.Policies{})
 	c.start(c.heartbeatLoop)
 	c.start(c.policyLoop)
 	if opts.SweepInterval > 0 {
@@ -290,6 +291,7 @@ func (c *Coordinator) Close() error {
 		}
 		c.amu.Unlock()
 		close(c.stop)
+		c.stopTicks()
 
 		var g sync.WaitGroup
 		sem := make(chan struct{}, 16)
@@ -343,17 +345,30 @@ func (c *Coordinator) action(ref string) *action {
 	return a
 }
 
-// policyArgs are the caller's resolved limit for ref, passed to scripts that
-// adopt it when it is newer than the action's. Before the cache was ever
-// loaded it carries version -1, which no script adopts.
+// policyArgs are the caller's resolved limit, rate and quota for ref,
+// passed to scripts that adopt them when they are newer than the action's.
+// Before the cache was ever loaded it carries version -1, which no script
+// adopts.
 func (c *Coordinator) policyArgs(ref string) scripts.Policy {
 	p := c.policies.Load()
-	n, src, ok := p.Resolve(ref)
 	version := p.Version
 	if !c.policiesLoaded.Load() {
 		version = -1
 	}
-	return scripts.Policy{Version: version, Limit: n, Source: limits.Source(src, ok)}
+	return resolvePolicy(*p, ref, version)
+}
+
+// resolvePolicy resolves each kind of policy for ref on its own.
+func resolvePolicy(p limits.Policies, ref string, version int64) scripts.Policy {
+	n, src, ok := p.Resolve(ref)
+	out := scripts.Policy{Version: version, Limit: n, Source: limits.Source(src, ok)}
+	if r, src, ok := p.ResolveRate(ref); ok {
+		out.Rate, out.RateSource = r, src.String()
+	}
+	if q, src, ok := p.ResolveQuota(ref); ok {
+		out.Quota, out.QuotaSource = q, src.String()
+	}
+	return out
 }
 
 // ensurePolicies reads the policies once before this Coordinator's first

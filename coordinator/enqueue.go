@@ -69,16 +69,18 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrNotReplicated):
-			c.undoEnqueue(a.keys, executionID, rep)
+			c.undoEnqueue(a, executionID, rep)
 		case outcomeUnknown(err):
 			c.startUnlessClosed(func() { c.settleUnknown(a, executionID) })
 		}
 		return nil, fmt.Errorf("baton: enqueue %s/%s: %w", action, executionID, err)
 	}
-	c.addDue(ctx, action, rep.Due)
+	c.schedule(ctx, action, rep.Due, rep.Wake)
 	switch rep.Status {
 	case scripts.Full:
 		return nil, fmt.Errorf("%w: %s holds %d waiting executions", ErrQueueFull, action, c.opts.MaxQueueLength)
+	case scripts.OverQuota:
+		return nil, &QuotaError{Action: action, Quota: rep.Quota, Source: rep.QuotaSource, RetryAt: time.UnixMilli(rep.RetryAt)}
 	case scripts.Admitted, scripts.Running:
 		for {
 			a := c.action(action)
@@ -201,21 +203,21 @@ func (c *Coordinator) giveUp(w *waiter, why error) {
 		default:
 			a.apply(w, evGaveUp, 0, "", nil)
 		}
-		c.addDue(ctx, a.ref, r.Due)
+		c.schedule(ctx, a.ref, r.Due, r.Wake)
 		return
 	}
-	result, due, err := scripts.Cancel(ctx, c.run, a.keys, w.id, w.seqStr, c.owner, c.opts.AckTimeout)
+	r, err := scripts.Cancel(ctx, c.run, a.keys, w.id, w.seqStr, c.owner, c.opts.AckTimeout)
 	switch {
 	case err != nil:
 		c.log.Warn("baton: giving up a wait; retrying", slog.String("action", a.ref),
 			slog.String("execution", w.id), slog.Any("reason", why), slog.Any("error", err))
 		a.apply(w, evGiveUpFailed, 0, "", nil)
-	case result == scripts.NotCanceled:
+	case r.Result == scripts.NotCanceled:
 		a.apply(w, evGone, 0, "", nil)
 	default:
 		a.apply(w, evGaveUp, 0, "", nil)
 	}
-	c.addDue(ctx, a.ref, due)
+	c.schedule(ctx, a.ref, r.Due, r.Wake)
 }
 
 // retryCancel removes a waiter whose give-up could not reach Redis, retrying
@@ -227,10 +229,10 @@ func (c *Coordinator) retryCancel(a *action, w *waiter) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-		_, due, err := scripts.Cancel(ctx, c.run, a.keys, w.id, w.seqStr, c.owner, c.opts.AckTimeout)
+		r, err := scripts.Cancel(ctx, c.run, a.keys, w.id, w.seqStr, c.owner, c.opts.AckTimeout)
 		cancel()
 		if err == nil {
-			c.addDue(c.ctx, a.ref, due)
+			c.schedule(c.ctx, a.ref, r.Due, r.Wake)
 			return
 		}
 	}
@@ -241,12 +243,12 @@ func (c *Coordinator) retryCancel(a *action, w *waiter) {
 func (c *Coordinator) giveBackOrphan(a *action, id, seq string) {
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
-	_, due, err := scripts.Cancel(ctx, c.run, a.keys, id, seq, c.owner, c.opts.AckTimeout)
+	r, err := scripts.Cancel(ctx, c.run, a.keys, id, seq, c.owner, c.opts.AckTimeout)
 	if err != nil {
 		c.log.Warn("baton: giving back an unclaimed grant", slog.String("action", a.ref), slog.String("execution", id), slog.Any("error", err))
 		return
 	}
-	c.addDue(ctx, a.ref, due)
+	c.schedule(ctx, a.ref, r.Due, r.Wake)
 }
 
 // releaseFence frees a slot granted to a waiter that gave up after the grant
@@ -275,15 +277,19 @@ func (c *Coordinator) releaseAbandoned(l *Lease) {
 // is itself a write that may not be replicated in time; if it is lost, the
 // slot comes back when its lease expires (nobody renews it), and a lost
 // queue entry's grant is dropped, its process not waiting for it.
-func (c *Coordinator) undoEnqueue(k keys.Action, id string, rep scripts.EnqueueReply) {
+func (c *Coordinator) undoEnqueue(a *action, id string, rep scripts.EnqueueReply) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
 	defer cancel()
 	var err error
 	switch rep.Status {
 	case scripts.Admitted:
-		_, err = scripts.Release(ctx, c.run, k, id, rep.Fence, c.opts.AckTimeout, scripts.Policy{Version: -1})
+		var r scripts.ReleaseReply
+		r, err = scripts.Release(ctx, c.run, a.keys, id, rep.Fence, c.opts.AckTimeout, scripts.Policy{Version: -1})
+		c.schedule(ctx, a.ref, r.Due, r.Wake)
 	case scripts.Queued:
-		_, _, err = scripts.Cancel(ctx, c.run, k, id, fmt.Sprint(rep.Seq), c.owner, c.opts.AckTimeout)
+		var r scripts.CancelReply
+		r, err = scripts.Cancel(ctx, c.run, a.keys, id, fmt.Sprint(rep.Seq), c.owner, c.opts.AckTimeout)
+		c.schedule(ctx, a.ref, r.Due, r.Wake)
 	}
 	if err != nil {
 		c.log.Warn("baton: undoing an admission that was not replicated", slog.String("execution", id), slog.Any("error", err))
@@ -315,9 +321,13 @@ func (c *Coordinator) settleUnknown(a *action, id string) {
 		if err == nil && st.Owner == c.owner && !c.knows(a.ref, id) {
 			switch st.Status {
 			case "waiting":
-				_, _, err = scripts.Cancel(ctx, c.run, a.keys, id, strconv.FormatInt(st.Seq, 10), c.owner, c.opts.AckTimeout)
+				var r scripts.CancelReply
+				r, err = scripts.Cancel(ctx, c.run, a.keys, id, strconv.FormatInt(st.Seq, 10), c.owner, c.opts.AckTimeout)
+				c.schedule(ctx, a.ref, r.Due, r.Wake)
 			case "running":
-				_, err = scripts.Release(ctx, c.run, a.keys, id, st.Fence, c.opts.AckTimeout, scripts.Policy{Version: -1})
+				var r scripts.ReleaseReply
+				r, err = scripts.Release(ctx, c.run, a.keys, id, st.Fence, c.opts.AckTimeout, scripts.Policy{Version: -1})
+				c.schedule(ctx, a.ref, r.Due, r.Wake)
 			}
 			if err == nil && st.Status != "unknown" {
 				c.log.Warn("baton: took back an execution whose enqueue reply was lost", slog.String("action", a.ref),
@@ -348,7 +358,7 @@ func (c *Coordinator) knows(ref, id string) bool {
 func (c *Coordinator) cancelQueued(k keys.Action, id string, seq int64) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
 	defer cancel()
-	if _, _, err := scripts.Cancel(ctx, c.run, k, id, fmt.Sprint(seq), c.owner, c.opts.AckTimeout); err != nil {
+	if _, err := scripts.Cancel(ctx, c.run, k, id, fmt.Sprint(seq), c.owner, c.opts.AckTimeout); err != nil {
 		c.log.Warn("baton: canceling on close", slog.String("execution", id), slog.Any("error", err))
 	}
 }

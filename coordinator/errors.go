@@ -3,7 +3,9 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/batonhq/baton/limits"
 	"github.com/batonhq/baton/scripts"
 )
 
@@ -37,3 +39,32 @@ var (
 	// ErrClosed: the Coordinator was closed.
 	ErrClosed = errors.New("baton: coordinator closed")
 )
+
+// ErrQuotaExceeded: the action's quota for the current window is used up;
+// nothing was stored. The error is a *QuotaError, whose RetryAt says when
+// the window resets.
+var ErrQuotaExceeded = errors.New("baton: quota exceeded")
+
+// QuotaError is the error of a request refused by a quota. errors.Is(err,
+// ErrQuotaExceeded) holds for it.
+type QuotaError struct {
+	// Action is the action ref.
+	Action string
+	// Quota is the quota in force.
+	Quota limits.Quota
+	// Source is the scope the quota came from ("action:slack.post", "pack:slack", "global").
+	Source string
+	// RetryAt is when the current window ends (Redis clock): the earliest
+	// moment a new request can be accepted, unless reservations are given
+	// back before then.
+	RetryAt time.Time
+}
+
+// Error says which quota refused the request and when its window resets.
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("%v: %s allows %s (%s); the window resets at %s", ErrQuotaExceeded, e.Action, e.Quota, e.Source,
+		e.RetryAt.UTC().Format(time.RFC3339))
+}
+
+// Unwrap makes errors.Is(err, ErrQuotaExceeded) hold.
+func (e *QuotaError) Unwrap() error { return ErrQuotaExceeded }

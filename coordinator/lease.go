@@ -84,16 +84,16 @@ func (c *Coordinator) dropGhost(ctx context.Context, l *Lease) {
 		return
 	}
 	k := c.keys.Action(l.action)
-	result, due, err := scripts.Cancel(ctx, c.run, k, l.id, strconv.FormatInt(l.seq, 10), c.owner, c.opts.AckTimeout)
+	r, err := scripts.Cancel(ctx, c.run, k, l.id, strconv.FormatInt(l.seq, 10), c.owner, c.opts.AckTimeout)
 	if err != nil {
 		c.log.Warn("baton: removing the queue entry of a lost lease", slog.String("action", l.action), slog.String("execution", l.id), slog.Any("error", err))
 		return
 	}
-	if result != scripts.NotCanceled {
+	if r.Result != scripts.NotCanceled {
 		c.log.Warn("baton: removed the queue entry of a lost lease (Redis lost its grant, as in a failover)",
 			slog.String("action", l.action), slog.String("execution", l.id))
 	}
-	c.addDue(ctx, l.action, due)
+	c.schedule(ctx, l.action, r.Due, r.Wake)
 }
 
 // NotifyCompletion frees the slot of a running execution and hands it to the
@@ -122,7 +122,7 @@ func (c *Coordinator) release(ctx context.Context, action, id string, fence int6
 		}
 		return false, fmt.Errorf("baton: release %s/%s: %w", action, id, err)
 	}
-	c.addDue(ctx, action, r.Due)
+	c.schedule(ctx, action, r.Due, r.Wake)
 	c.dropLease(action, id, fence)
 	return r.Held, nil
 }
@@ -226,9 +226,7 @@ func (a *action) renew() {
 		c.log.Warn("baton: heartbeat", slog.String("action", a.ref), slog.Any("error", err))
 		return
 	}
-	if r.Due > 0 {
-		c.addDue(ctx, a.ref, r.Due) // heals the index if a sweeper lost a claim
-	}
+	c.schedule(ctx, a.ref, r.Due, r.Wake) // the due heals the index if a sweeper lost a claim
 	if oldest != nil {
 		a.applyStatus(oldest, r.Oldest)
 	}
@@ -285,7 +283,7 @@ func (c *Coordinator) KeepLease(ctx context.Context, action, executionID string,
 	if err != nil {
 		return time.Time{}, fmt.Errorf("baton: keep %s/%s: %w", action, executionID, err)
 	}
-	c.addDue(ctx, action, r.Due)
+	c.schedule(ctx, action, r.Due, r.Wake)
 	if !r.Held {
 		return time.Time{}, fmt.Errorf("%w: %s/%s (token %d) holds no slot", ErrLeaseLost, action, executionID, token)
 	}

@@ -79,14 +79,14 @@ func TestLostBLPOPReply(t *testing.T) {
 		var kill *redis.Cmd
 		var left *redis.IntCmd
 		_, _ = ctl.Pipelined(ctx, func(p redis.Pipeliner) error {
-			rel = release.EvalSha(ctx, p, ak.List, ak.Base, "holder", holder.Token(), o.AckTimeout.Milliseconds(), -1, 0, "")
+			rel = release.EvalSha(ctx, p, ak.List, ak.Base, "holder", holder.Token(), o.AckTimeout.Milliseconds(), -1, 0, "", "", "")
 			kill = p.Do(ctx, "CLIENT", "KILL", "ID", blocked[0])
 			left = p.LLen(ctx, grantKey)
 			return nil
 		})
 		fired := time.Now()
 		relReply, err := rel.Slice()
-		if err != nil || len(relReply) != 3 || relReply[0] != int64(1) || relReply[1] != int64(1) {
+		if err != nil || len(relReply) != 4 || relReply[0] != int64(1) || relReply[1] != int64(1) {
 			t.Fatalf("round %d: release in the pipeline: %v %v, want held 1 and granted 1", i, relReply, err)
 		}
 		hit := kill.Err() == nil && left.Err() == nil && left.Val() == 0

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -46,7 +47,67 @@ func (c *Coordinator) ClearConcurrencyLimit(ctx context.Context, scope limits.Sc
 	})
 }
 
-// Policies reads every limit set, fresh from Redis.
+// SetRateLimit sets the rate (throttle) of a scope: limits.Action(ref),
+// limits.Pack(name) or limits.Global(). The most specific scope that sets a
+// rate applies to an action, whatever scope its concurrency limit comes
+// from; a pack or global rate applies to each action on its own (it is a
+// per-action default, not a budget the actions share).
+//
+// Executions over the rate wait in the action's FIFO queue: the head is
+// admitted when it has both a concurrency slot and a rate token. A token is
+// taken only by an admission. The change is in force as SetConcurrencyLimit's.
+func (c *Coordinator) SetRateLimit(ctx context.Context, scope limits.Scope, rate limits.Rate) error {
+	if err := scope.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	if err := rate.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	return c.changePolicy(ctx, scope, func(p redis.Pipeliner) {
+		p.HSet(ctx, c.keys.Policies(), limits.RateField+scope.String(), limits.FormatRate(rate))
+	})
+}
+
+// ClearRateLimit removes the rate of a scope, so the next less specific
+// scope's rate applies (or none).
+func (c *Coordinator) ClearRateLimit(ctx context.Context, scope limits.Scope) error {
+	if err := scope.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	return c.changePolicy(ctx, scope, func(p redis.Pipeliner) {
+		p.HDel(ctx, c.keys.Policies(), limits.RateField+scope.String())
+	})
+}
+
+// SetQuota sets the quota of a scope: at most q.Limit executions accepted
+// per calendar window (UTC minute, hour or day on the Redis clock), per
+// action. A request over it fails at once with a *QuotaError
+// (ErrQuotaExceeded) and nothing is stored. Precedence and run-time changes
+// are as for SetRateLimit.
+func (c *Coordinator) SetQuota(ctx context.Context, scope limits.Scope, q limits.Quota) error {
+	if err := scope.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	if err := q.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	return c.changePolicy(ctx, scope, func(p redis.Pipeliner) {
+		p.HSet(ctx, c.keys.Policies(), limits.QuotaField+scope.String(), limits.FormatQuota(q))
+	})
+}
+
+// ClearQuota removes the quota of a scope, so the next less specific
+// scope's quota applies (or none).
+func (c *Coordinator) ClearQuota(ctx context.Context, scope limits.Scope) error {
+	if err := scope.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	return c.changePolicy(ctx, scope, func(p redis.Pipeliner) {
+		p.HDel(ctx, c.keys.Policies(), limits.QuotaField+scope.String())
+	})
+}
+
+// Policies reads every policy set, fresh from Redis.
 func (c *Coordinator) Policies(ctx context.Context) (limits.Policies, error) {
 	p, err := c.readPolicies(ctx)
 	if err != nil {
@@ -110,21 +171,43 @@ func (c *Coordinator) applyPolicy(ctx context.Context, p limits.Policies, ref st
 	if limits.ValidateRef(ref) != nil {
 		return nil // not an action of ours; the index may hold anything
 	}
-	n, src, ok := p.Resolve(ref)
-	_, due, err := scripts.ApplyPolicy(ctx, c.run, c.keys.Action(ref),
-		scripts.Policy{Version: p.Version, Limit: n, Source: limits.Source(src, ok)}, c.opts.AckTimeout)
+	r, err := scripts.ApplyPolicy(ctx, c.run, c.keys.Action(ref), resolvePolicy(p, ref, p.Version), c.opts.AckTimeout)
 	if err != nil {
 		return fmt.Errorf("baton: applying policy to %s: %w", ref, err)
 	}
-	c.addDue(ctx, ref, due)
+	c.schedule(ctx, ref, r.Due, r.Wake)
 	return nil
 }
 
 func (c *Coordinator) parsePolicies(m map[string]string) limits.Policies {
-	p := limits.Policies{Limits: map[limits.Scope]int{}}
+	p := limits.Policies{Limits: map[limits.Scope]int{}, Rates: map[limits.Scope]limits.Rate{}, Quotas: map[limits.Scope]limits.Quota{}}
 	for field, value := range m {
 		if field == policyVersionField {
 			p.Version, _ = strconv.ParseInt(value, 10, 64)
+			continue
+		}
+		if rest, ok := strings.CutPrefix(field, limits.RateField); ok {
+			scope, err := limits.ParseScope(rest)
+			if err == nil {
+				var r limits.Rate
+				if r, err = limits.ParseRate(value); err == nil {
+					p.Rates[scope] = r
+					continue
+				}
+			}
+			c.log.Warn("baton: ignoring a bad rate policy", slog.String("field", field), slog.String("value", value), slog.Any("error", err))
+			continue
+		}
+		if rest, ok := strings.CutPrefix(field, limits.QuotaField); ok {
+			scope, err := limits.ParseScope(rest)
+			if err == nil {
+				var q limits.Quota
+				if q, err = limits.ParseQuota(value); err == nil {
+					p.Quotas[scope] = q
+					continue
+				}
+			}
+			c.log.Warn("baton: ignoring a bad quota policy", slog.String("field", field), slog.String("value", value), slog.Any("error", err))
 			continue
 		}
 		scope, err := limits.ParseScope(field)

@@ -1,10 +1,12 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
 
+	"github.com/batonhq/baton/limits"
 	"github.com/batonhq/baton/scripts"
 )
 
@@ -24,6 +26,24 @@ type QueueStats struct {
 	// LimitSource is the scope the limit came from ("action:core.http",
 	// "pack:core", "global"), or "default" when no scope sets one.
 	LimitSource string
+	// Rate is the rate (throttle) in force; the zero Rate when none.
+	Rate limits.Rate
+	// RateSource is the scope the rate came from, or "default" when none applies.
+	RateSource string
+	// ThrottledUntil is when the head of the queue gets its rate token
+	// (Redis clock), when the head waits for one; zero otherwise, and with a
+	// rate of 0 (no token comes).
+	ThrottledUntil time.Time
+	// Quota is the quota in force; the zero Quota when none.
+	Quota limits.Quota
+	// QuotaSource is the scope the quota came from, or "default" when none applies.
+	QuotaSource string
+	// QuotaUsed counts the executions accepted in the current window
+	// (admitted, and waiting with a reservation); 0 when no quota applies.
+	QuotaUsed int64
+	// QuotaResetAt is when the current window ends (Redis clock); zero when
+	// no quota applies.
+	QuotaResetAt time.Time
 	// OldestEnqueuedAt is when the head of the queue was enqueued (Redis
 	// clock); zero when the queue is empty.
 	OldestEnqueuedAt time.Time
@@ -43,6 +63,12 @@ type QueueStats struct {
 	TotalCanceled int64
 	// TotalRejected counts requests refused with ErrQueueFull (never enqueued).
 	TotalRejected int64
+	// TotalQuotaRejected counts requests refused with ErrQuotaExceeded
+	// (never enqueued, so not in TotalEnqueued).
+	TotalQuotaRejected int64
+	// TotalThrottled counts executions that waited at the head of the
+	// queue for a rate token (each once, however long it waited).
+	TotalThrottled int64
 	// TotalReclaimed counts slots taken back from expired leases and
 	// unacknowledged grants.
 	TotalReclaimed int64
@@ -89,6 +115,17 @@ func (c *Coordinator) QueueStats(ctx context.Context, action string) (QueueStats
 		ActiveCount:   r.Active,
 		MaxConcurrent: r.Limit,
 		LimitSource:   r.LimitSource,
+		Rate:          r.Rate,
+		RateSource:    cmp.Or(r.RateSource, "default"),
+		Quota:         r.Quota,
+		QuotaSource:   cmp.Or(r.QuotaSource, "default"),
+		QuotaUsed:     r.QuotaUsed,
+	}
+	if r.ThrottledUntil > 0 {
+		st.ThrottledUntil = time.UnixMicro(r.ThrottledUntil)
+	}
+	if r.QuotaReset > 0 {
+		st.QuotaResetAt = time.UnixMilli(r.QuotaReset)
 	}
 	meta, waits := r.Meta, r.Waits
 	if r.HeadSeq != 0 {
@@ -98,6 +135,7 @@ func (c *Coordinator) QueueStats(ctx context.Context, action string) (QueueStats
 	st.TotalEnqueued, st.TotalAdmitted, st.TotalCompleted = n("enqueued"), n("admitted"), n("completed")
 	st.TotalTimedOut, st.TotalCanceled, st.TotalRejected = n("timed_out"), n("canceled"), n("rejected")
 	st.TotalReclaimed, st.TotalAbandoned = n("reclaimed"), n("abandoned")
+	st.TotalThrottled, st.TotalQuotaRejected = n("throttled"), n("quota_rejected")
 	for _, b := range WaitBuckets {
 		st.Wait.Buckets = append(st.Wait.Buckets, parseInt(waits[fmt.Sprintf("le_%d", b.Milliseconds())]))
 	}

@@ -1,7 +1,8 @@
-// Package limits names the scopes a concurrency limit can be set on (global,
-// pack, action) and resolves the limit that applies to an action: the most
-// specific scope that sets one wins (action > pack > global); with none set
-// the action is unlimited.
+// Package limits names the scopes a policy can be set on (global, pack,
+// action), the policies (a concurrency limit, a Rate, a Quota), and resolves
+// the ones that apply to an action: for each kind, the most specific scope
+// that sets one wins (action > pack > global); with none set the action is
+// unlimited, unthrottled and has no quota.
 package limits
 
 import (
@@ -241,12 +242,20 @@ func runeName(r rune) string {
 	return fmt.Sprintf("%U", r)
 }
 
-// Policies is a snapshot of every limit set, as stored in Redis.
+// Policies is a snapshot of every policy set, as stored in Redis. Each kind
+// (concurrency limit, rate, quota) is resolved on its own: the most
+// specific scope that sets that kind applies to the action. A pack or
+// global setting is a per-action default, not a budget the actions of the
+// pack share.
 type Policies struct {
 	// Version increases with every change; actions adopt only newer versions.
 	Version int64
-	// Limits maps each scope that sets a limit to it.
+	// Limits maps each scope that sets a concurrency limit to it.
 	Limits map[Scope]int
+	// Rates maps each scope that sets a rate (throttle) to it.
+	Rates map[Scope]Rate
+	// Quotas maps each scope that sets a quota to it.
+	Quotas map[Scope]Quota
 }
 
 // Resolve returns the limit that applies to the action ref and the scope it

@@ -2,13 +2,13 @@
 -- own process giving up) it also gives back a grant that its process has not
 -- delivered, so the slot passes on instead of leaking.
 --
--- KEYS[1..7] the action's keys, ARGV[1] its base (see lib.lua)
+-- KEYS[1..8] the action's keys, ARGV[1] its base (see lib.lua)
 -- ARGV[2] execution ID
 -- ARGV[3] seq of the waiter giving up, or "" (operator cancel: waiting only)
 -- ARGV[4] owner of that waiter, or ""
 -- ARGV[5] acknowledgement deadline for the grants this call hands out (ms)
 --
--- Reply {result, due}:
+-- Reply {result, due, wake} (wake: as release.lua's), result:
 --   1  removed from the queue; its waiter is told with a "c" token (and, for
 --      an operator's cancel, its process with "x:<id>" on its wake key)
 --   2  a grant was given back; the slot went to the next waiter
@@ -42,4 +42,4 @@ if result == 2 then
 end
 settle(ack_ms)
 flush()
-return { result, str(REPORT) }
+return { result, str(REPORT), str(WAKE) }

@@ -7,7 +7,7 @@
 -- runs as an EVAL script: this file, then the body wrapped the same way.
 -- begin() reads the clock and the action's meta once; nothing here writes by itself.
 --
--- Every per-action operation declares the same seven KEYS, all sharing the
+-- Every per-action operation declares the same eight KEYS, all sharing the
 -- action's hash tag {<ref>}:
 --   KEYS[1] queue    LIST  waiting execution IDs, oldest first
 --   KEYS[2] waiting  HASH  execution ID -> <seq: 9 base-62 digits><owner>
@@ -16,8 +16,13 @@
 --                          state: g = granted (its token may not be read yet), h = held
 --   KEYS[5] owners   ZSET  owner (one Coordinator) -> liveness deadline (ms)
 --   KEYS[6] meta     HASH  state (policy_version,limit,seq,fence), due (next_reclaim,
---                          indexed_due), totals (the counters), limit_source
+--                          indexed_due), totals (the counters), limit_source; with a
+--                          rate: rate (limit,per_us,burst,tat,marked,sched) and
+--                          rate_source; with a quota: quota (limit,window_ms), quota_source;
+--                          once either counted something: rq_totals (throttled,quota_rejected)
 --   KEYS[7] waits    HASH  wait-time histogram: le_<ms> buckets (their sum is the count), sum_us
+--   KEYS[8] quota    STRING "<window start ms>:<used>", the quota counter of the
+--                          current window; expires when the window ends (SET PX)
 -- ARGV[1] is the action's base ("<prefix>:{<ref>}:"); grant keys of waiters
 -- are built from it (same hash tag). Each script's own ARGV start at 2.
 --
@@ -33,7 +38,14 @@
 --     back to the head of the queue; a dead owner's grant is reclaimed;
 --   * seq is the enqueue time in microseconds on the Redis clock, raised by
 --     one when needed so that it is strictly increasing per action: it is
---     both the FIFO order and the enqueue timestamp.
+--     both the FIFO order and the enqueue timestamp;
+--   * with a rate, an execution is admitted only when a token is available
+--     (GCRA: tat - tau <= now) and each admission takes one (tat += T);
+--     grant_waiters is the one place that decides, and it never lets a
+--     later waiter pass a throttled head;
+--   * with a quota, the counter of the current window holds the executions
+--     accepted in it that were admitted or still wait; one that ends
+--     without being admitted gives its reservation back.
 
 -- Removal tokens nobody reads (their waiter already knows) vanish after this.
 local TOKEN_TTL_MS = 60000
@@ -43,6 +55,10 @@ local MAX_SKIP = 1000
 local MAX_RECLAIM = 1000
 -- next_reclaim when nothing runs.
 local NEVER = 1e15
+-- A token time that never comes (a rate of 0), in µs.
+local NEVER_US = 1e18
+-- The largest burst tolerance, in µs (31 years): keeps every time exact in a double.
+local MAX_TAU = 1e15
 
 -- The action's numbers live in three fields of meta, each a short
 -- comma-separated list (docs/keys.md): "state" (policy_version, limit, seq,
@@ -53,9 +69,14 @@ local NEVER = 1e15
 local STATE_PAT = '^(-?%d+),(-?%d+),(%d+),(%d+)$'
 local DUE_PAT = '^(%d+),(%d+)$'
 local TOTALS_PAT = '^(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)$'
+local RQ_TOTALS_PAT = '^(%d+),(%d+)$'
+local RATE_PAT = '^(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)$'
+local QUOTA_PAT = '^(%d+),(%d+)$'
+-- The counters of rates and quotas are a field of their own (rq_totals), so
+-- that "totals" keeps the form every version of Baton reads.
 local GROUP = {
   policy_version = 'state', limit = 'state', seq = 'state', fence = 'state',
-  next_reclaim = 'due', indexed_due = 'due',
+  next_reclaim = 'due', indexed_due = 'due', throttled = 'rq', quota_rejected = 'rq',
 }
 
 -- The state of one call, set by begin(). As a Redis Function library these
@@ -69,11 +90,27 @@ local DIRTY         -- the groups of M that changed (see GROUP)
 local LIMIT         -- the limit in force
 local REPORT        -- due time the caller must add to the sweep index (0: none)
 local ALIVE         -- owner -> liveness deadline, cached for this call
+local RATE          -- the rate in force (nil: none): limit, per, burst, tat, marked, sched, t, tau
+local QUOTA         -- the quota in force (nil: none): limit, win (ms)
+local THROTTLED     -- µs time the head gets its token, when this call found it throttled (0: not)
+local WAKE          -- µs from now at which the caller must run tick (0: none), set by flush
+
+-- rate_derive fills a rate's emission interval t (µs per token, rounded up
+-- so the rate is never exceeded) and burst tolerance tau.
+local function rate_derive(r)
+  if r.limit > 0 then
+    r.t = math.ceil(r.per / r.limit)
+    r.tau = math.min((math.max(r.burst, 1) - 1) * r.t, MAX_TAU)
+  else
+    r.t, r.tau = NEVER_US, 0
+  end
+  return r
+end
 
 local function begin(keys, argv)
   K = {
     queue = keys[1], waiting = keys[2], running = keys[3], holders = keys[4],
-    owners = keys[5], meta = keys[6], waits = keys[7],
+    owners = keys[5], meta = keys[6], waits = keys[7], quota = keys[8],
   }
   BASE = argv[1]
   local t = redis.call('TIME')
@@ -84,7 +121,9 @@ local function begin(keys, argv)
     enqueued = 0, admitted = 0, completed = 0, timed_out = 0, canceled = 0, rejected = 0, reclaimed = 0, abandoned = 0,
   }
   FRESH, DIRTY, REPORT, ALIVE = true, {}, 0, {}
-  local v = redis.call('HMGET', K.meta, 'state', 'due', 'totals')
+  RATE, QUOTA, THROTTLED, WAKE = nil, nil, 0, 0
+  M.throttled, M.quota_rejected = 0, 0
+  local v = redis.call('HMGET', K.meta, 'state', 'due', 'totals', 'rate', 'quota', 'rq_totals')
   if v[1] then
     local a, b, c, d = string.match(v[1], STATE_PAT)
     if a then
@@ -105,6 +144,25 @@ local function begin(keys, argv)
       M.canceled, M.rejected, M.reclaimed, M.abandoned = tonumber(e), tonumber(f), tonumber(g), tonumber(h)
     end
   end
+  if v[6] then
+    local a, b = string.match(v[6], RQ_TOTALS_PAT)
+    if a then
+      M.throttled, M.quota_rejected = tonumber(a), tonumber(b)
+    end
+  end
+  if v[4] then
+    local a, b, c, d, e, f = string.match(v[4], RATE_PAT)
+    if a then
+      RATE = rate_derive({ limit = tonumber(a), per = tonumber(b), burst = tonumber(c), tat = tonumber(d),
+        marked = tonumber(e), sched = tonumber(f) })
+    end
+  end
+  if v[5] then
+    local a, b = string.match(v[5], QUOTA_PAT)
+    if a then
+      QUOTA = { limit = tonumber(a), win = tonumber(b) }
+    end
+  end
   LIMIT = M.limit
 end
 
@@ -123,8 +181,16 @@ local function bump(f, n)
   DIRTY[GROUP[f] or 'totals'] = true
 end
 
--- flush writes the changed groups of numbers back in one HSET.
+-- flush writes the changed groups of numbers back in one HSET. It also
+-- decides whether the caller must schedule a tick: when this call found the
+-- head throttled at a time no caller was told of yet (sched), it tells this
+-- one (WAKE, µs from now), so one process holds the timer per token.
 local function flush()
+  if THROTTLED > 0 and RATE and THROTTLED ~= RATE.sched then
+    RATE.sched = THROTTLED
+    DIRTY.rate = true
+    WAKE = math.max(THROTTLED - NOW_US, 1)
+  end
   local args = {}
   if DIRTY.state then
     args[#args + 1] = 'state'
@@ -138,6 +204,15 @@ local function flush()
     args[#args + 1] = 'totals'
     args[#args + 1] = string.format('%d,%d,%d,%d,%d,%d,%d,%d', M.enqueued, M.admitted, M.completed,
       M.timed_out, M.canceled, M.rejected, M.reclaimed, M.abandoned)
+  end
+  if DIRTY.rq then
+    args[#args + 1] = 'rq_totals'
+    args[#args + 1] = string.format('%d,%d', M.throttled, M.quota_rejected)
+  end
+  if DIRTY.rate and RATE then
+    args[#args + 1] = 'rate'
+    args[#args + 1] = string.format('%d,%d,%d,%d,%d,%d', RATE.limit, RATE.per, RATE.burst, RATE.tat, RATE.marked,
+      RATE.sched)
   end
   if #args > 0 then
     redis.call('HSET', K.meta, unpack(args))
@@ -224,9 +299,69 @@ local function holder_value(fence, owner, since, seq, state)
   return fence .. ':' .. owner .. ':' .. since .. ':' .. seq .. ':' .. state
 end
 
--- adopt_policy takes the caller's resolved limit when its policy version is
--- newer than the one the action last saw; it reports whether it did.
-local function adopt_policy(version, limit, source)
+-- next_rate returns the rate a spec ("<limit>,<per_us>,<burst>,<source>",
+-- or "" for none) sets (nil for none) and its source. Pure: adopt_rate
+-- writes. A changed rate keeps the tokens owed: the time still owed
+-- (tat - now) is rescaled to the new emission interval, so raising a rate
+-- admits waiters at once and lowering it never frees a burst.
+local function next_rate(spec)
+  local a, b, c, source = string.match(spec or '', '^(%d+),(%d+),(%d+),(.*)$')
+  if not a then
+    return nil, nil
+  end
+  local r = rate_derive({ limit = tonumber(a), per = tonumber(b), burst = tonumber(c), tat = 0, marked = 0, sched = 0 })
+  if RATE then
+    r.marked = RATE.marked
+    if RATE.tat > NOW_US and RATE.t < NEVER_US and r.t < NEVER_US then
+      r.tat = NOW_US + math.ceil((RATE.tat - NOW_US) / RATE.t * r.t)
+    elseif RATE.t < NEVER_US then
+      r.tat = math.min(RATE.tat, NOW_US)
+    end
+  end
+  return r, source
+end
+
+local function adopt_rate(spec)
+  local r, source = next_rate(spec)
+  if not r then
+    if RATE then
+      RATE = nil
+      redis.call('HDEL', K.meta, 'rate', 'rate_source')
+    end
+    return
+  end
+  RATE = r
+  DIRTY.rate = true
+  redis.call('HSET', K.meta, 'rate_source', source)
+end
+
+-- next_quota returns the quota a spec ("<limit>,<window ms>,<source>", or
+-- "" for none) sets (nil for none) and its source. Pure: adopt_quota writes.
+local function next_quota(spec)
+  local a, b, source = string.match(spec or '', '^(%d+),(%d+),(.*)$')
+  if not a then
+    return nil, nil
+  end
+  return { limit = tonumber(a), win = tonumber(b) }, source
+end
+
+local function adopt_quota(spec)
+  local q, source = next_quota(spec)
+  if not q then
+    if QUOTA then
+      QUOTA = nil
+      redis.call('HDEL', K.meta, 'quota', 'quota_source')
+    end
+    return
+  end
+  QUOTA = q
+  redis.call('HSET', K.meta, 'quota', str(q.limit) .. ',' .. str(q.win), 'quota_source', source)
+end
+
+-- adopt_policy takes the caller's resolved limit, rate and quota when its
+-- policy version is newer than the one the action last saw; it reports
+-- whether it did.
+local function adopt_policy(version, limit, source, rate, quota)
   local v = tonumber(version)
   if v == nil or v <= M.policy_version then
     return false
@@ -235,7 +370,78 @@ local function adopt_policy(version, limit, source)
   set('limit', tonumber(limit))
   redis.call('HSET', K.meta, 'limit_source', source)
   LIMIT = tonumber(limit)
+  adopt_rate(rate)
+  adopt_quota(quota)
   return true
+end
+
+-- token_at is 0 when a rate token is available now (or no rate applies),
+-- else the µs time the next one becomes available (NEVER_US for a rate of 0).
+local function token_at()
+  if not RATE then
+    return 0
+  end
+  if RATE.limit == 0 then
+    return NEVER_US
+  end
+  local at = RATE.tat - RATE.tau
+  if at <= NOW_US then
+    return 0
+  end
+  return at
+end
+
+-- take_token spends one rate token on an admission.
+local function take_token()
+  if RATE then
+    RATE.tat = math.max(RATE.tat, NOW_US) + RATE.t
+    DIRTY.rate = true
+  end
+end
+
+-- quota_window returns the start and end (ms) of the quota window that holds
+-- the time t (ms): UTC calendar windows, multiples of their length.
+local function quota_window(t)
+  local start = math.floor(t / QUOTA.win) * QUOTA.win
+  return start, start + QUOTA.win
+end
+
+-- quota_used returns the reservations of the current window and its end.
+local function quota_used()
+  local start, stop = quota_window(NOW)
+  local v = redis.call('GET', K.quota)
+  if v then
+    local s, n = string.match(v, '^(%d+):(%d+)$')
+    if s and tonumber(s) == start then
+      return tonumber(n), start, stop
+    end
+  end
+  return 0, start, stop
+end
+
+-- quota_write stores the window's count, to expire when the window ends.
+local function quota_write(start, stop, n)
+  redis.call('SET', K.quota, str(start) .. ':' .. str(n), 'PX', str(math.max(stop - NOW, 1)))
+end
+
+-- quota_take reserves one execution in the current window.
+local function quota_take()
+  if QUOTA then
+    local n, start, stop = quota_used()
+    quota_write(start, stop, n + 1)
+  end
+end
+
+-- quota_return gives back the reservation of an execution enqueued at seq
+-- (µs) that ends without being admitted, if its window is still current.
+local function quota_return(seq)
+  if not QUOTA then
+    return
+  end
+  local n, start, stop = quota_used()
+  if n > 0 and quota_window(math.floor(tonumber(seq) / 1000)) == start then
+    quota_write(start, stop, n - 1)
+  end
 end
 
 local function owner_deadline(owner)
@@ -309,6 +515,29 @@ local function note_due(d)
   end
 end
 
+-- throttle records that the head of the queue waits for the rate token due
+-- at (µs): the head is counted as throttled once, the time is reported to
+-- the caller (flush: WAKE) and to the sweep index as a backstop.
+local function throttle(at)
+  local head = redis.call('LINDEX', K.queue, 0)
+  if not head then
+    return
+  end
+  local w = redis.call('HGET', K.waiting, head)
+  if w then
+    local seq = tonumber((parse_waiting(w)))
+    if seq ~= RATE.marked then
+      RATE.marked = seq
+      DIRTY.rate = true
+      bump('throttled')
+    end
+  end
+  if at < NEVER_US then
+    THROTTLED = at
+    note_due(math.ceil(at / 1000))
+  end
+end
+
 -- lower_reclaim keeps next_reclaim a lower bound after a deadline d was
 -- set, and tells the sweep index when d comes before the time it holds (a
 -- grant's deadline while others wait must be looked at, even if no other
@@ -376,6 +605,7 @@ local function reclaim(force)
         drop_holder(exec)
         bump('admitted', -1)
         bump('abandoned')
+        quota_return(hv.seq)
         freed = freed + 1
       elseif owner_alive(hv.owner) then
         redis.call('HSET', K.holders, exec, holder_value(hv.fence, hv.owner, hv.since, hv.seq, 'h'))
@@ -401,7 +631,9 @@ end
 
 -- grant_waiters hands free slots to the oldest waiters of live owners, in
 -- queue order, reclaiming expired entries first when the slots are full.
--- Returns granted and abandoned.
+-- With a rate, each grant also takes a token; when none is available the
+-- head stays (throttled) and nobody behind it passes. This is the one place
+-- that decides to admit a waiter. Returns granted and abandoned.
 local function grant_waiters(ack_ms)
   if LIMIT == 0 then
     return 0, 0
@@ -415,6 +647,13 @@ local function grant_waiters(ack_ms)
   end
   local granted, abandoned = 0, 0
   while LIMIT < 0 or running < LIMIT do
+    if RATE then
+      local at = token_at()
+      if at > 0 then
+        throttle(at)
+        break
+      end
+    end
     local exec = redis.call('LPOP', K.queue)
     if not exec then
       break
@@ -424,6 +663,7 @@ local function grant_waiters(ack_ms)
       redis.call('HDEL', K.waiting, exec)
       local seq, owner = parse_waiting(w)
       if owner_alive(owner) then
+        take_token()
         local fence = admit(exec, owner, seq, NOW + tonumber(ack_ms), 'g')
         redis.call('RPUSH', grant_key(owner, exec), grant_token(seq, str(fence)))
         granted = granted + 1
@@ -431,6 +671,7 @@ local function grant_waiters(ack_ms)
       else
         push_token(owner, exec, 'e:' .. seq)
         bump('abandoned')
+        quota_return(seq)
         abandoned = abandoned + 1
         if abandoned >= MAX_SKIP then
           note_due(NOW) -- more to skip: the sweeper carries on
@@ -450,15 +691,20 @@ local function settle(ack_ms)
 end
 
 -- due_after is when a sweeper must next look at this action (0: never):
--- the first deadline, while executions wait.
+-- the first deadline, or the throttled head's token, while executions wait.
 local function due_after()
   if redis.call('LLEN', K.queue) == 0 then
     return 0
   end
+  local due = NOW
   if M.next_reclaim > 0 then
-    return M.next_reclaim
+    due = M.next_reclaim
   end
-  return NOW
+  local at = token_at()
+  if at > 0 and at < NEVER_US then
+    due = math.min(due, math.ceil(at / 1000))
+  end
+  return due
 end
 
 -- remove_waiter takes a waiting execution out of the queue and tells its waiter why.
@@ -466,6 +712,7 @@ local function remove_waiter(exec, seq, owner, kind, counter)
   redis.call('LREM', K.queue, 1, exec)
   redis.call('HDEL', K.waiting, exec)
   bump(counter)
+  quota_return(seq)
   push_token(owner, exec, kind .. ':' .. seq)
 end
 
@@ -477,6 +724,7 @@ local function give_back(exec, hv, counter)
   redis.call('LREM', grant_key(hv.owner, exec), 1, grant_token(hv.seq, hv.fence))
   bump('admitted', -1)
   bump(counter)
+  quota_return(hv.seq)
 end
 
 -- check_waiter says where one of the caller's own waiters (exec, seq, owner) stands:

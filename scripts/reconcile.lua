@@ -2,7 +2,7 @@
 -- been popped by a BLPOP whose reply was lost), say where each of the
 -- caller's waiters stands, so that none waits for a token that will not come.
 --
--- KEYS[1..7] the action's keys, ARGV[1] its base (see lib.lua)
+-- KEYS[1..8] the action's keys, ARGV[1] its base (see lib.lua)
 -- ARGV[2] owner
 -- ARGV[3] lease TTL (ms): a grant found here becomes a lease for this long
 -- ARGV[4..] pairs of execution ID and seq of the owner's local waiters

@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/internal/keys"
+	"github.com/batonhq/baton/limits"
 )
 
 //go:embed *.lua
@@ -69,7 +70,7 @@ func (s *Script) Run(ctx context.Context, c redis.Scripter, keys []string, args 
 }
 
 // actionOps are the per-action operations, each a file with lib.lua's helpers.
-var actionOps = []string{"enqueue", "release", "cancel", "timeout", "renew", "reconcile", "sweep", "apply_policy", "stats", "state", "keep"}
+var actionOps = []string{"enqueue", "release", "cancel", "timeout", "renew", "reconcile", "sweep", "apply_policy", "stats", "state", "keep", "tick"}
 
 // Library is the Redis Function library of every per-action operation:
 // lib.lua once, then one function per operation. Its name carries a hash of
@@ -99,12 +100,13 @@ var (
 	stats       = action("stats")
 	state       = action("state")
 	keep        = action("keep")
+	tick        = action("tick")
 	claimDue    = &Script{name: "claim_due", s: redis.NewScript(read("claim_due.lua"))}
 )
 
 // All lists every script, for loading them ahead of use and for naming
 // EVALSHA calls in command counts.
-var All = []*Script{enqueue, release, cancel, timeout, renew, reconcile, sweep, applyPolicy, stats, state, keep, claimDue}
+var All = []*Script{enqueue, release, cancel, timeout, renew, reconcile, sweep, applyPolicy, stats, state, keep, tick, claimDue}
 
 func action(name string) *Script {
 	return &Script{
@@ -153,16 +155,41 @@ func runAction(ctx context.Context, r Runner, s *Script, k keys.Action, args ...
 
 func ms(d time.Duration) int64 { return d.Milliseconds() }
 
-// Policy is a caller's resolved limit for an action, which a script adopts
-// when its version is newer than the one the action last saw. Version -1
-// is never adopted.
+// wake reads a reply's wake element: µs until a throttled head's token.
+func wake(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
+
+// Policy is a caller's resolved limit, rate and quota for an action, which
+// a script adopts when its version is newer than the one the action last
+// saw. Version -1 is never adopted.
 type Policy struct {
 	Version int64
 	Limit   int
 	Source  string
+	// Rate is the rate in force (the zero Rate: none) and RateSource its scope.
+	Rate       limits.Rate
+	RateSource string
+	// Quota is the quota in force (the zero Quota: none) and QuotaSource its scope.
+	Quota       limits.Quota
+	QuotaSource string
 }
 
-func (p Policy) args() []any { return []any{p.Version, p.Limit, p.Source} }
+// RateSpec is the rate as scripts take it: "<limit>,<per µs>,<burst>,<source>", or "".
+func (p Policy) RateSpec() string {
+	if p.Rate.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf("%d,%d,%d,%s", p.Rate.Limit, p.Rate.Per.Microseconds(), p.Rate.Burst, p.RateSource)
+}
+
+// QuotaSpec is the quota as scripts take it: "<limit>,<window ms>,<source>", or "".
+func (p Policy) QuotaSpec() string {
+	if p.Quota.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf("%d,%d,%s", p.Quota.Limit, p.Quota.Window.Duration().Milliseconds(), p.QuotaSource)
+}
+
+func (p Policy) args() []any { return []any{p.Version, p.Limit, p.Source, p.RateSpec(), p.QuotaSpec()} }
 
 // EnqueueArgs are enqueue.lua's arguments.
 type EnqueueArgs struct {
@@ -175,10 +202,11 @@ type EnqueueArgs struct {
 
 // Enqueue statuses.
 const (
-	Admitted = "admitted"
-	Running  = "running"
-	Queued   = "queued"
-	Full     = "full"
+	Admitted  = "admitted"
+	Running   = "running"
+	Queued    = "queued"
+	Full      = "full"
+	OverQuota = "quota"
 )
 
 // EnqueueReply is enqueue.lua's reply.
@@ -192,6 +220,13 @@ type EnqueueReply struct {
 	Seq int64
 	// Due > 0 asks the caller to add the action to the sweep index then.
 	Due int64
+	// Wake > 0 asks the caller to run Tick after it: the head waits for a rate token.
+	Wake time.Duration
+	// RetryAt is when the quota's window ends (ms, Redis clock), for OverQuota.
+	RetryAt int64
+	// Quota and QuotaSource are the quota that refused, for OverQuota.
+	Quota       limits.Quota
+	QuotaSource string
 }
 
 // Enqueue admits an execution or queues it (enqueue.lua). With an error
@@ -211,13 +246,19 @@ func Enqueue(ctx context.Context, r Runner, k keys.Action, a EnqueueArgs) (Enque
 }
 
 func decodeEnqueue(v any) (EnqueueReply, error) {
-	p := newReply("enqueue", v, 4)
-	out := EnqueueReply{Status: p.str(0), Fence: p.int(1), Due: p.int(3)}
+	p := newReply("enqueue", v, 6)
+	out := EnqueueReply{Status: p.str(0), Fence: p.int(1), Due: p.int(3), Wake: wake(p.int(4)), RetryAt: p.int(5)}
 	if s := p.str(2); s != "" {
 		out.Seq, _ = strconv.ParseInt(s, 10, 64)
 	}
+	if out.Status == OverQuota && p.err == nil {
+		p = newReply("enqueue", v, 7)
+		if spec := p.str(6); p.err == nil {
+			out.Quota, out.QuotaSource, p.err = parseQuotaSpec(spec)
+		}
+	}
 	switch out.Status {
-	case Admitted, Running, Queued, Full:
+	case Admitted, Running, Queued, Full, OverQuota:
 	default:
 		if p.err == nil {
 			p.err = fmt.Errorf("baton: enqueue: unknown status %q", out.Status)
@@ -255,6 +296,8 @@ type ReleaseReply struct {
 	Granted int64
 	// Due > 0 asks the caller to add the action to the sweep index then.
 	Due int64
+	// Wake > 0 asks the caller to run Tick after it: the head waits for a rate token.
+	Wake time.Duration
 }
 
 // Release frees a slot and grants the next waiter (release.lua). fence 0
@@ -264,8 +307,8 @@ func Release(ctx context.Context, r Runner, k keys.Action, execution string, fen
 	if err != nil {
 		return ReleaseReply{}, err
 	}
-	d := newReply("release", v, 3)
-	return ReleaseReply{Held: d.int(0) == 1, Granted: d.int(1), Due: d.int(2)}, d.err
+	d := newReply("release", v, 4)
+	return ReleaseReply{Held: d.int(0) == 1, Granted: d.int(1), Due: d.int(2), Wake: wake(d.int(3))}, d.err
 }
 
 // KeepReply is keep.lua's reply.
@@ -276,6 +319,8 @@ type KeepReply struct {
 	Deadline int64
 	// Due > 0 asks the caller to add the action to the sweep index then.
 	Due int64
+	// Wake > 0 asks the caller to run Tick after it: the head waits for a rate token.
+	Wake time.Duration
 }
 
 // Keep extends a lease by execution ID and fencing token to ttl from now,
@@ -286,8 +331,8 @@ func Keep(ctx context.Context, r Runner, k keys.Action, execution string, fence 
 	if err != nil {
 		return KeepReply{}, err
 	}
-	d := newReply("keep", v, 3)
-	return KeepReply{Held: d.int(0) == 1, Deadline: d.int(1), Due: d.int(2)}, d.err
+	d := newReply("keep", v, 4)
+	return KeepReply{Held: d.int(0) == 1, Deadline: d.int(1), Due: d.int(2), Wake: wake(d.int(3))}, d.err
 }
 
 // Cancel results.
@@ -297,17 +342,26 @@ const (
 	GaveBack    = 2 // an undelivered grant was given back
 )
 
+// CancelReply is cancel.lua's reply.
+type CancelReply struct {
+	// Result is NotCanceled, Removed or GaveBack.
+	Result int
+	// Due > 0 asks the caller to add the action to the sweep index then.
+	Due int64
+	// Wake > 0 asks the caller to run Tick after it: the head waits for a rate token.
+	Wake time.Duration
+}
+
 // Cancel removes a waiter, or gives back its undelivered grant when seq and
 // owner name the waiter's own incarnation (cancel.lua). With seq "" it is an
-// operator's cancel of a waiting execution. It returns the result and the
-// due time for the sweep index.
-func Cancel(ctx context.Context, r Runner, k keys.Action, execution, seq, owner string, ackTimeout time.Duration) (result int, due int64, err error) {
+// operator's cancel of a waiting execution.
+func Cancel(ctx context.Context, r Runner, k keys.Action, execution, seq, owner string, ackTimeout time.Duration) (CancelReply, error) {
 	v, err := runAction(ctx, r, cancel, k, execution, seq, owner, ms(ackTimeout))
 	if err != nil {
-		return 0, 0, err
+		return CancelReply{}, err
 	}
-	d := newReply("cancel", v, 2)
-	return int(d.int(0)), d.int(1), d.err
+	d := newReply("cancel", v, 3)
+	return CancelReply{Result: int(d.int(0)), Due: d.int(1), Wake: wake(d.int(2))}, d.err
 }
 
 // Timeout results.
@@ -325,6 +379,8 @@ type TimeoutReply struct {
 	Remaining time.Duration
 	// Due > 0 asks the caller to add the action to the sweep index then.
 	Due int64
+	// Wake > 0 asks the caller to run Tick after it: the head waits for a rate token.
+	Wake time.Duration
 }
 
 // Timeout ends a waiter whose queue timeout passed on the Redis clock (timeout.lua).
@@ -333,8 +389,9 @@ func Timeout(ctx context.Context, r Runner, k keys.Action, execution, seq, owner
 	if err != nil {
 		return TimeoutReply{}, err
 	}
-	d := newReply("timeout", v, 3)
-	out := TimeoutReply{Result: d.str(0), Remaining: time.Duration(d.int(1)) * time.Millisecond, Due: d.int(2)}
+	d := newReply("timeout", v, 4)
+	out := TimeoutReply{Result: d.str(0), Remaining: time.Duration(d.int(1)) * time.Millisecond, Due: d.int(2),
+		Wake: wake(d.int(3))}
 	return out, d.err
 }
 
@@ -381,6 +438,8 @@ type RenewReply struct {
 	Due int64
 	// Oldest is where the oldest waiter stands.
 	Oldest WaiterStatus
+	// Wake > 0 asks the caller to run Tick after it: the head waits for a rate token.
+	Wake time.Duration
 	// Lost lists the executions whose lease is gone.
 	Lost []string
 }
@@ -396,8 +455,9 @@ func Renew(ctx context.Context, r Runner, k keys.Action, a RenewArgs) (RenewRepl
 	if err != nil {
 		return RenewReply{}, err
 	}
-	d := newReply("renew", v, 3)
-	out := RenewReply{Due: d.int(0), Oldest: WaiterStatus{Status: d.str(1), Fence: d.int(2)}, Lost: d.tail(3)}
+	d := newReply("renew", v, 4)
+	out := RenewReply{Due: d.int(0), Oldest: WaiterStatus{Status: d.str(1), Fence: d.int(2)}, Wake: wake(d.int(3)),
+		Lost: d.tail(4)}
 	return out, d.err
 }
 
@@ -430,6 +490,8 @@ type SweepReply struct {
 	Reclaimed, Granted, Abandoned int64
 	// Due is when the action must be visited again (0: never).
 	Due int64
+	// Wake > 0 asks the caller to run Tick after it: the head waits for a rate token.
+	Wake time.Duration
 }
 
 // Sweep reclaims and grants for one due action (sweep.lua).
@@ -438,8 +500,8 @@ func Sweep(ctx context.Context, r Runner, k keys.Action, ackTimeout time.Duratio
 	if err != nil {
 		return SweepReply{}, err
 	}
-	d := newReply("sweep", v, 4)
-	return SweepReply{Reclaimed: d.int(0), Granted: d.int(1), Abandoned: d.int(2), Due: d.int(3)}, d.err
+	d := newReply("sweep", v, 5)
+	return SweepReply{Reclaimed: d.int(0), Granted: d.int(1), Abandoned: d.int(2), Due: d.int(3), Wake: wake(d.int(4))}, d.err
 }
 
 // SweepAll runs sweep.lua for several actions in one pipeline; replies and
@@ -457,22 +519,43 @@ func SweepAll(ctx context.Context, rdb redis.UniversalClient, actions []keys.Act
 			errs[i] = fmt.Errorf("sweep: %w", c.err)
 			continue
 		}
-		d := newReply("sweep", c.v, 4)
-		replies[i] = SweepReply{Reclaimed: d.int(0), Granted: d.int(1), Abandoned: d.int(2), Due: d.int(3)}
+		d := newReply("sweep", c.v, 5)
+		replies[i] = SweepReply{Reclaimed: d.int(0), Granted: d.int(1), Abandoned: d.int(2), Due: d.int(3), Wake: wake(d.int(4))}
 		errs[i] = d.err
 	}
 	return replies, errs
 }
 
-// ApplyPolicy pushes a new limit to one action that exists in Redis
-// (apply_policy.lua). It returns the waiters granted and the due time.
-func ApplyPolicy(ctx context.Context, r Runner, k keys.Action, p Policy, ackTimeout time.Duration) (granted, due int64, err error) {
-	v, err := runAction(ctx, r, applyPolicy, k, p.Version, p.Limit, p.Source, ms(ackTimeout))
+// GrantReply is the reply of apply_policy.lua and tick.lua.
+type GrantReply struct {
+	// Granted counts the waiters admitted.
+	Granted int64
+	// Due > 0 asks the caller to add the action to the sweep index then.
+	Due int64
+	// Wake > 0 asks the caller to run Tick after it: the head waits for a rate token.
+	Wake time.Duration
+}
+
+// ApplyPolicy pushes a new limit, rate and quota to one action that exists
+// in Redis (apply_policy.lua).
+func ApplyPolicy(ctx context.Context, r Runner, k keys.Action, p Policy, ackTimeout time.Duration) (GrantReply, error) {
+	v, err := runAction(ctx, r, applyPolicy, k, p.Version, p.Limit, p.Source, ms(ackTimeout), p.RateSpec(), p.QuotaSpec())
 	if err != nil {
-		return 0, 0, err
+		return GrantReply{}, err
 	}
-	d := newReply("apply_policy", v, 2)
-	return d.int(0), d.int(1), d.err
+	d := newReply("apply_policy", v, 3)
+	return GrantReply{Granted: d.int(0), Due: d.int(1), Wake: wake(d.int(2))}, d.err
+}
+
+// Tick grants the head of a throttled queue whose rate token has come
+// (tick.lua); run it when a reply's Wake says.
+func Tick(ctx context.Context, r Runner, k keys.Action, ackTimeout time.Duration) (GrantReply, error) {
+	v, err := runAction(ctx, r, tick, k, ms(ackTimeout))
+	if err != nil {
+		return GrantReply{}, err
+	}
+	d := newReply("tick", v, 3)
+	return GrantReply{Granted: d.int(0), Due: d.int(1), Wake: wake(d.int(2))}, d.err
 }
 
 // StatsReply is stats.lua's reply.
@@ -483,8 +566,19 @@ type StatsReply struct {
 	HeadSeq int64
 	// Now is the Redis clock, in ms.
 	Now int64
-	// Meta holds the counters (enqueued, admitted, ...); Waits the histogram hash.
+	// Meta holds the counters (enqueued, admitted, ..., throttled,
+	// quota_rejected); Waits the histogram hash.
 	Meta, Waits map[string]string
+	// Rate is the rate in force (the zero Rate: none) and RateSource its scope.
+	Rate       limits.Rate
+	RateSource string
+	// ThrottledUntil is the µs time the head gets its rate token (0: not throttled).
+	ThrottledUntil int64
+	// Quota is the quota in force (the zero Quota: none) and QuotaSource its scope.
+	Quota       limits.Quota
+	QuotaSource string
+	// QuotaUsed counts the reservations of the window that ends at QuotaReset (ms).
+	QuotaUsed, QuotaReset int64
 }
 
 // Stats reads an action's statistics (stats.lua). Read-only.
@@ -493,12 +587,19 @@ func Stats(ctx context.Context, r Runner, k keys.Action, p Policy) (StatsReply, 
 	if err != nil {
 		return StatsReply{}, err
 	}
-	d := newReply("stats", v, 8)
+	d := newReply("stats", v, 13)
 	out := StatsReply{QueueLength: d.int(0), Active: d.int(1), Limit: d.int(2), LimitSource: d.str(3), Now: d.int(5)}
 	if s := d.str(4); s != "" {
 		out.HeadSeq, _ = strconv.ParseInt(s, 10, 64)
 	}
 	out.Meta, out.Waits = d.pairs(6), d.pairs(7)
+	out.ThrottledUntil, out.QuotaUsed, out.QuotaReset = d.int(9), d.int(11), d.int(12)
+	if spec := d.str(8); spec != "" && d.err == nil {
+		out.Rate, out.RateSource, d.err = parseRateSpec(spec)
+	}
+	if spec := d.str(10); spec != "" && d.err == nil {
+		out.Quota, out.QuotaSource, d.err = parseQuotaSpec(spec)
+	}
 	return out, d.err
 }
 
@@ -559,4 +660,36 @@ func ByName(name string) *Script {
 		}
 	}
 	return nil
+}
+
+// parseRateSpec reads "<limit>,<per µs>,<burst>,<source>" (Policy.RateSpec).
+func parseRateSpec(spec string) (limits.Rate, string, error) {
+	parts := strings.SplitN(spec, ",", 4)
+	if len(parts) != 4 {
+		return limits.Rate{}, "", fmt.Errorf("baton: stats: rate %q: want limit,per_us,burst,source", spec)
+	}
+	r, err := limits.ParseRate(strings.Join(parts[:3], ","))
+	if err != nil {
+		return limits.Rate{}, "", fmt.Errorf("baton: stats: %w", err)
+	}
+	return r, parts[3], nil
+}
+
+// parseQuotaSpec reads "<limit>,<window ms>,<source>" (Policy.QuotaSpec).
+func parseQuotaSpec(spec string) (limits.Quota, string, error) {
+	parts := strings.SplitN(spec, ",", 3)
+	if len(parts) != 3 {
+		return limits.Quota{}, "", fmt.Errorf("baton: quota %q: want limit,window_ms,source", spec)
+	}
+	n, err1 := strconv.ParseInt(parts[0], 10, 64)
+	winMs, err2 := strconv.ParseInt(parts[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return limits.Quota{}, "", fmt.Errorf("baton: quota %q: not integers", spec)
+	}
+	for _, w := range []limits.Window{limits.Minute, limits.Hour, limits.Day} {
+		if w.Duration().Milliseconds() == winMs {
+			return limits.Quota{Limit: n, Window: w}, parts[2], nil
+		}
+	}
+	return limits.Quota{}, "", fmt.Errorf("baton: quota %q: unknown window", spec)
 }

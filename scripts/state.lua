@@ -1,6 +1,6 @@
 -- state.lua: where one execution stands. Read-only.
 --
--- KEYS[1..7] the action's keys, ARGV[1] its base (see lib.lua)
+-- KEYS[1..8] the action's keys, ARGV[1] its base (see lib.lua)
 -- ARGV[2] execution ID
 --
 -- Reply:

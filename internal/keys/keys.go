@@ -8,8 +8,9 @@
 //	<p>:{<ref>}:running              ZSET   execution ID -> lease or grant deadline (ms)
 //	<p>:{<ref>}:holders              HASH   execution ID -> "<fence>:<owner>:<since>:<seq>:<state>"
 //	<p>:{<ref>}:owners               ZSET   owner -> liveness deadline (ms)
-//	<p>:{<ref>}:meta                 HASH   limit, its source and version, counters, totals
+//	<p>:{<ref>}:meta                 HASH   limit, rate, quota, their sources and version, counters, totals
 //	<p>:{<ref>}:waits                HASH   wait-time histogram
+//	<p>:{<ref>}:quota                STRING "<window start ms>:<used>"; expires when the window ends
 //	<p>:{<ref>}:grant:<owner>:<id>   LIST   wake-up tokens for one waiter
 //	<p>:{<ref>}:wake:<owner>         LIST   wake-ups for one owner's wait loop
 //
@@ -17,7 +18,7 @@
 //
 //	<p>:actions                      SET    every action ref seen
 //	<p>:sweep                        ZSET   action ref -> when a sweeper must visit (ms)
-//	<p>:policies                     HASH   scope -> limit, and _version
+//	<p>:policies                     HASH   scope -> limit, rate:<scope> -> rate, quota:<scope> -> quota; _version
 //	<p>:owner:<owner>                STRING who holds a short owner ID (host, pid); expires unless renewed
 //	<p>:events:completed             STREAM completion events from workers
 //
@@ -54,7 +55,7 @@ type Action struct {
 	// Base is "<p>:{<ref>}:", the start of every key of the action.
 	Base string
 	// List holds the keys every per-action script declares, in order:
-	// queue, waiting, running, holders, owners, meta, waits.
+	// queue, waiting, running, holders, owners, meta, waits, quota.
 	List []string
 }
 
@@ -67,7 +68,7 @@ func (k Keys) Action(ref string) Action {
 		Base: base,
 		List: []string{
 			base + "queue", base + "waiting", base + "running", base + "holders",
-			base + "owners", base + "meta", base + "waits",
+			base + "owners", base + "meta", base + "waits", base + "quota",
 		},
 	}
 }
@@ -93,6 +94,9 @@ func (a Action) Meta() string { return a.List[5] }
 // Waits is the action's wait-time histogram.
 func (a Action) Waits() string { return a.List[6] }
 
+// Quota is the action's quota counter for the current window.
+func (a Action) Quota() string { return a.List[7] }
+
 // Grant is the wake-up list of one waiter (owner, execution ID).
 func (a Action) Grant(owner, executionID string) string {
 	return a.Base + "grant:" + owner + ":" + executionID
@@ -107,7 +111,7 @@ func (k Keys) Actions() string { return k.prefix + ":actions" }
 // Sweep is the sweep index: action ref -> due time (ms).
 func (k Keys) Sweep() string { return k.prefix + ":sweep" }
 
-// Policies is the hash of limits by scope, with its _version field.
+// Policies is the hash of limits, rates and quotas by scope, with its _version field.
 func (k Keys) Policies() string { return k.prefix + ":policies" }
 
 // Owner is the registry key of one short owner ID.
