@@ -428,6 +428,20 @@ func (c *Coordinator) sleep(d time.Duration) bool {
 	}
 }
 
+// sleepCtx waits for d; false if ctx ended or the Coordinator closed first.
+func (c *Coordinator) sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-c.stop:
+		return false
+	}
+}
+
 func backoff(attempt int) time.Duration {
 	d := 50 * time.Millisecond << min(attempt, 5)
 	return min(d, time.Second)

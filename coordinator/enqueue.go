@@ -20,10 +20,17 @@ import (
 //
 // With a free slot and nobody waiting it returns after one script call.
 // Otherwise the execution waits in the action's FIFO queue. It ends with
-// ErrQueueFull (nothing stored), ErrQueueTimeout, ErrCanceled, ErrLeaseLost,
-// ErrClosed, or the context's error; in each case it is out of the queue
-// (or on its way out: a removal that cannot reach Redis is retried in the
-// background until it lands or the Coordinator closes) and holds no slot.
+// ErrQueueFull (nothing stored), a *QuotaError (ErrQuotaExceeded, nothing
+// stored), ErrQueueTimeout, ErrCanceled, ErrLeaseLost, ErrNotReplicated
+// (with Options.WaitReplicas), ErrClosed, or the context's error; in each
+// case it is out of the queue (or on its way out: a removal that cannot
+// reach Redis is retried in the background until it lands or the
+// Coordinator closes) and holds no slot.
+//
+// A dropped connection does not end the call: an enqueue whose reply was
+// lost is sent again (it is idempotent per execution ID). Only a Redis that
+// stays unreachable for LeaseTTL ends it with Redis's error; an error reply
+// from Redis (a refused command, say) ends it at once.
 //
 // Calling it again with an ID that is already waiting keeps the ID's place
 // and returns the same grant; with an ID that is running it returns its
@@ -62,18 +69,12 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 	}
 	c.noteAction(ctx, action)
 
-	rep, err := scripts.Enqueue(ctx, c.run, a.keys, scripts.EnqueueArgs{
-		Execution: executionID, Owner: c.owner, MaxQueue: c.opts.MaxQueueLength,
-		LeaseTTL: c.opts.LeaseTTL, AckTimeout: c.opts.AckTimeout, Policy: c.policyArgs(action),
-	})
+	rep, err := c.enqueue(ctx, a, executionID)
 	if err != nil {
-		switch {
-		case errors.Is(err, ErrNotReplicated):
+		if errors.Is(err, ErrNotReplicated) {
 			c.undoEnqueue(a, executionID, rep)
-		case outcomeUnknown(err):
-			c.startUnlessClosed(func() { c.settleUnknown(a, executionID) })
 		}
-		return nil, fmt.Errorf("baton: enqueue %s/%s: %w", action, executionID, err)
+		return nil, err
 	}
 	c.schedule(ctx, action, rep.Due, rep.Wake)
 	switch rep.Status {
@@ -296,12 +297,71 @@ func (c *Coordinator) undoEnqueue(a *action, id string, rep scripts.EnqueueReply
 	}
 }
 
+// enqueue runs enqueue.lua for a new request. A call whose outcome is
+// unknown (the connection failed once it was sent, as when a connection is
+// killed or a failover starts, or could not be made) is sent again: the
+// script is idempotent per execution ID, so the retry finds the execution
+// where the lost call left it (waiting in its place, or admitted, with the
+// same token) and never takes a second place, token or quota reservation. A
+// dropped connection thus ends no live request with an error. The retries
+// stop when ctx ends (the context's error), when the Coordinator closes
+// (ErrClosed), or once Redis has been unreachable for LeaseTTL, by which
+// time this process's heartbeat has lapsed too (the last error); then
+// whatever the lost call may have stored is taken back in the background.
+func (c *Coordinator) enqueue(ctx context.Context, a *action, id string) (scripts.EnqueueReply, error) {
+	var giveUpAt time.Time // set at the first unknown outcome
+	settle := func() {
+		if !giveUpAt.IsZero() {
+			c.startUnlessClosed(func() { c.settleUnknown(a, id) })
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		rep, err := scripts.Enqueue(ctx, c.run, a.keys, scripts.EnqueueArgs{
+			Execution: id, Owner: c.owner, MaxQueue: c.opts.MaxQueueLength,
+			LeaseTTL: c.opts.LeaseTTL, AckTimeout: c.opts.AckTimeout, Policy: c.policyArgs(a.ref),
+		})
+		if err == nil {
+			return rep, nil
+		}
+		err = fmt.Errorf("baton: enqueue %s/%s: %w", a.ref, id, err)
+		if errors.Is(err, ErrNotReplicated) {
+			return rep, err // the caller undoes it
+		}
+		if !outcomeUnknown(err) {
+			settle()
+			return rep, err
+		}
+		if giveUpAt.IsZero() {
+			giveUpAt = time.Now().Add(c.opts.LeaseTTL)
+		}
+		if !time.Now().Before(giveUpAt) {
+			settle()
+			return rep, err
+		}
+		c.log.Debug("baton: enqueue's outcome unknown; sending it again", slog.String("action", a.ref),
+			slog.String("execution", id), slog.Any("error", err))
+		t := time.NewTimer(backoff(attempt))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			settle()
+			return rep, ctx.Err()
+		case <-c.stop:
+			t.Stop()
+			return rep, ErrClosed
+		}
+	}
+}
+
 // outcomeUnknown reports an error after which the script may have run: the
 // connection failed once the call was sent (a context error means the call
-// never left; an error reply means Redis refused or the script failed).
+// never left; an error reply means Redis refused or the script failed; a
+// closed client sends nothing).
 func outcomeUnknown(err error) bool {
 	var re redis.Error
-	return !errors.As(err, &re) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+	return !errors.As(err, &re) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, redis.ErrClosed)
 }
 
 // settleUnknown cleans up after an enqueue whose reply was lost (a

@@ -113,7 +113,27 @@ func (c *Coordinator) release(ctx context.Context, action, id string, fence int6
 	if err := c.ensurePolicies(ctx); err != nil {
 		return false, err
 	}
-	r, err := scripts.Release(ctx, c.run, c.keys.Action(action), id, fence, c.opts.AckTimeout, c.policyArgs(action))
+	var (
+		r        scripts.ReleaseReply
+		err      error
+		giveUpAt time.Time
+	)
+	// A release whose outcome is unknown (its connection failed once it was
+	// sent) is sent again, as enqueue's is: release.lua is idempotent per
+	// token, and a retry that finds the slot already free (the lost call
+	// freed it) reports ErrLeaseLost, as any release of a free slot does.
+	for attempt := 0; ; attempt++ {
+		r, err = scripts.Release(ctx, c.run, c.keys.Action(action), id, fence, c.opts.AckTimeout, c.policyArgs(action))
+		if err == nil || errors.Is(err, ErrNotReplicated) || !outcomeUnknown(err) {
+			break
+		}
+		if giveUpAt.IsZero() {
+			giveUpAt = time.Now().Add(c.opts.LeaseTTL)
+		}
+		if !time.Now().Before(giveUpAt) || !c.sleepCtx(ctx, backoff(attempt)) {
+			break
+		}
+	}
 	if err != nil {
 		if errors.Is(err, ErrNotReplicated) {
 			// Released on the master: stop renewing it. If a failover loses
