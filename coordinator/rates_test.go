@@ -635,6 +635,15 @@ func TestRateQuotaPrecedenceAndChanges(t *testing.T) {
 			t.Fatalf("after clearing: %+v", st)
 		}
 		holdN(t, c, a, 5) // unthrottled again
+
+		// Another process's cache follows within its PolicyRefresh (500 ms):
+		// an action that Redis has never seen reports the caller's policy.
+		must(t, admin.SetRateLimit(ctx, limits.Pack("prec"), limits.Rate{Limit: 7, Per: time.Second}))
+		must(t, admin.SetQuota(ctx, limits.Global(), limits.Quota{Limit: 9, Window: limits.Hour}))
+		eventually(t, time.Second, "the other process sees the new rate and quota", func() bool {
+			st := e.stats(c, "prec.fresh")
+			return st.RateSource == "pack:prec" && st.Rate.Limit == 7 && st.QuotaSource == "global" && st.Quota.Limit == 9
+		})
 	})
 }
 
@@ -667,6 +676,39 @@ func TestRateQuotaBadInput(t *testing.T) {
 		}
 		if after := e.dump(); !sameExceptTotals(before, after) {
 			t.Fatalf("bad input changed Redis")
+		}
+	})
+}
+
+// TestThrottledHeadSweeperBackstop: when the process told to admit a
+// throttled head at its token's time stops first, a sweeper admits it.
+func TestThrottledHeadSweeperBackstop(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		const a = "rate.backstop"
+		releaser := e.coordinator(e.opts())
+		waiter := e.coordinator(e.opts())
+		o := e.opts()
+		o.SweepInterval = 20 * time.Millisecond
+		e.coordinator(o) // the sweeper
+		must(t, releaser.SetConcurrencyLimit(ctx, limits.Action(a), 1))
+		must(t, releaser.SetRateLimit(ctx, limits.Action(a), limits.Rate{Limit: 1, Per: time.Second, Burst: 1}))
+		held := holdN(t, releaser, a, 1)[0]
+		done := enqueueAsync(t, e, waiter, ctx, a, "head") // waits for the slot, not yet for a token
+		must(t, held.Release(ctx))                         // the slot is free, the token is not: the releaser is told
+		st := e.stats(waiter, a)
+		if st.QueueLength != 1 || st.ThrottledUntil.IsZero() {
+			t.Fatalf("head not throttled after the release: %+v", st)
+		}
+		releaser.Close() // its timer goes with it
+		if e.mr != nil {
+			e.advance(st.ThrottledUntil.Sub(e.clock) + time.Millisecond)
+		}
+		if err := recv(t, done, "head"); err != nil {
+			t.Fatal(err)
+		}
+		if got := sinceMs(t, waiter, a, "head"); got < st.ThrottledUntil.UnixMilli() {
+			t.Fatalf("head admitted at %d, before its token at %d", got, st.ThrottledUntil.UnixMilli())
 		}
 	})
 }

@@ -92,6 +92,9 @@ func (c *Coordinator) sweepActions(ctx context.Context, refs []string, now int64
 		if r.Due > 0 {
 			again = append(again, redis.Z{Score: float64(r.Due), Member: ref})
 		}
+		if r.Wake > 0 {
+			c.armTick(ref, r.Wake) // a throttled head: admit it when its token comes
+		}
 	}
 	if len(again) > 0 {
 		if err := c.rdb.ZAddLT(context.WithoutCancel(ctx), c.keys.Sweep(), again...).Err(); err != nil && firstErr == nil {

@@ -439,6 +439,8 @@ type SweepReply struct {
 	Reclaimed, Granted, Abandoned int64
 	// Due is when the action must be visited again (0: never).
 	Due int64
+	// Wake > 0 asks the caller to run Tick after it: the head waits for a rate token.
+	Wake time.Duration
 }
 
 // Sweep reclaims and grants for one due action (sweep.lua).
@@ -447,8 +449,8 @@ func Sweep(ctx context.Context, r Runner, k keys.Action, ackTimeout time.Duratio
 	if err != nil {
 		return SweepReply{}, err
 	}
-	d := newReply("sweep", v, 4)
-	return SweepReply{Reclaimed: d.int(0), Granted: d.int(1), Abandoned: d.int(2), Due: d.int(3)}, d.err
+	d := newReply("sweep", v, 5)
+	return SweepReply{Reclaimed: d.int(0), Granted: d.int(1), Abandoned: d.int(2), Due: d.int(3), Wake: wake(d.int(4))}, d.err
 }
 
 // SweepAll runs sweep.lua for several actions in one pipeline; replies and
@@ -466,8 +468,8 @@ func SweepAll(ctx context.Context, rdb redis.UniversalClient, actions []keys.Act
 			errs[i] = fmt.Errorf("sweep: %w", c.err)
 			continue
 		}
-		d := newReply("sweep", c.v, 4)
-		replies[i] = SweepReply{Reclaimed: d.int(0), Granted: d.int(1), Abandoned: d.int(2), Due: d.int(3)}
+		d := newReply("sweep", c.v, 5)
+		replies[i] = SweepReply{Reclaimed: d.int(0), Granted: d.int(1), Abandoned: d.int(2), Due: d.int(3), Wake: wake(d.int(4))}
 		errs[i] = d.err
 	}
 	return replies, errs

@@ -6,9 +6,9 @@
 -- KEYS[1..8] the action's keys, ARGV[1] its base (see lib.lua)
 -- ARGV[2] acknowledgement deadline for the grants this call hands out (ms)
 --
--- Reply {reclaimed, granted, abandoned, due}: due is the action's next
+-- Reply {reclaimed, granted, abandoned, due, wake}: due is the action's next
 -- due time (0: nothing pending; a throttled head's token time counts),
--- which the sweeper puts back in the index.
+-- which the sweeper puts back in the index; wake as release.lua's.
 local ack_ms = ARGV[2]
 
 local before = M.reclaimed + M.abandoned
@@ -26,4 +26,4 @@ else
   set('indexed_due', 0)
 end
 flush()
-return { reclaimed, granted, abandoned, str(due) }
+return { reclaimed, granted, abandoned, str(due), str(WAKE) }
