@@ -221,6 +221,11 @@ func TestFlagsRefused(t *testing.T) {
 		{"--clients", "4"},
 		{"--baseline", "token-bucket"},
 		{"--ack-timeout", "40s"},
+		{"--mode", "throttle", "--rate", "100"},
+		{"--mode", "throttle", "--rate", "100/1m", "--burst", "-1"},
+		{"--mode", "throttle", "--processes", "2"},
+		{"--mode", "quota", "--quota", "10/week"},
+		{"--mode", "quota", "--duration", "0s"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := Main(args, &out, &errOut); code != ExitError || out.Len() != 0 {
