@@ -184,15 +184,45 @@ func redisCPU(b *testing.B, rdb *redis.Client) float64 {
 	return total * 1e6
 }
 
+// scriptTime reads the calls and the µs Redis spent running scripts
+// (FCALL, EVALSHA, EVAL), from INFO commandstats: the Lua work alone,
+// without the system calls that dominate a call's whole cost.
+func scriptTime(b *testing.B, rdb *redis.Client) (calls, usec float64) {
+	b.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || (name != "cmdstat_fcall" && name != "cmdstat_evalsha" && name != "cmdstat_eval") {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			f, _ := strconv.ParseFloat(v, 64)
+			switch k {
+			case "calls":
+				calls += f
+			case "usec":
+				usec += f
+			}
+		}
+	}
+	return calls, usec
+}
+
 // cpuMeter measures the Redis CPU a benchmark's operations cost: the CPU
 // used between start and stop, less what the idle server used over the
-// same time (measured for half a second before start).
+// same time (measured for half a second before start); and the µs per
+// script call spent in Lua.
 type cpuMeter struct {
-	b          *testing.B
-	rdb        *redis.Client
-	idlePerSec float64
-	cpu0       float64
-	t0         time.Time
+	b             *testing.B
+	rdb           *redis.Client
+	idlePerSec    float64
+	cpu0          float64
+	calls0, usec0 float64
+	t0            time.Time
 }
 
 func newCPUMeter(b *testing.B, rdb *redis.Client) *cpuMeter {
@@ -203,12 +233,19 @@ func newCPUMeter(b *testing.B, rdb *redis.Client) *cpuMeter {
 	return m
 }
 
-func (m *cpuMeter) start() { m.cpu0, m.t0 = redisCPU(m.b, m.rdb), time.Now() }
+func (m *cpuMeter) start() {
+	m.calls0, m.usec0 = scriptTime(m.b, m.rdb)
+	m.cpu0, m.t0 = redisCPU(m.b, m.rdb), time.Now()
+}
 
-// report adds redis-cpu-µs/op.
+// report adds redis-cpu-µs/op and lua-µs/call.
 func (m *cpuMeter) report(ops int) {
 	used := redisCPU(m.b, m.rdb) - m.cpu0 - m.idlePerSec*time.Since(m.t0).Seconds()
 	m.b.ReportMetric(used/float64(ops), "redis-cpu-µs/op")
+	calls, usec := scriptTime(m.b, m.rdb)
+	if calls > m.calls0 {
+		m.b.ReportMetric((usec-m.usec0)/(calls-m.calls0), "lua-µs/call")
+	}
 }
 
 // cmdCounter counts the commands a client sends (each command of a

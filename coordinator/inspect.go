@@ -221,9 +221,13 @@ func parseHolderValue(v string) (Holder, error) {
 // forgetKeepsMeta are the meta fields ForgetAction keeps: "state" (policy
 // version, limit, last seq, fencing counter) and "limit_source", so that
 // tokens stay strictly increasing and seqs ordered if the action is used
-// again. "due" (next_reclaim, indexed_due) and "totals" go: a new first
-// script reads them as unset, reclaims and indexes its due time from scratch.
-var forgetKeepsMeta = []string{"state", "limit_source"}
+// again; "rate", "quota" and their sources, which belong to that policy
+// version (scripts adopt only newer ones) and hold the throttle's state, so
+// that forgetting an action neither drops its rate nor frees a burst. "due"
+// (next_reclaim, indexed_due) and "totals" go: a new first script reads
+// them as unset, reclaims and indexes its due time from scratch. The quota
+// counter is kept too (it expires with its window).
+var forgetKeepsMeta = []string{"state", "limit_source", "rate", "rate_source", "quota", "quota_source"}
 
 // ForgetAction removes an idle action (nothing waiting, nothing in its
 // running set) from the set of known actions and deletes its keys, except
@@ -328,7 +332,7 @@ func forgetTx(ctx context.Context, tx *redis.Tx, k keys.Action) error {
 		return err
 	}
 	_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, k.List...)
+		p.Del(ctx, slices.DeleteFunc(slices.Clone(k.List), func(key string) bool { return key == k.Quota() })...)
 		var fields []any
 		for i, f := range forgetKeepsMeta {
 			if s, ok := kept[i].(string); ok {

@@ -116,7 +116,30 @@ func TestRateThrottleBasics(t *testing.T) {
 		if granted-first0 < 999 {
 			t.Fatalf("third admitted %d ms after the burst, before its token (1000 ms)", granted-first0)
 		}
+
+		// A redelivered request re-attaches (here in another process) and
+		// takes no token: the next waiter's token time does not move.
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		enqueueAsync(t, e, c, cctx, a, "fourth")
+		until := e.stats(c, a).ThrottledUntil
+		other := e.coordinator(e.opts())
+		l, err := other.EnqueueAndWait(ctx, a, "third")
+		if err != nil || l.Token() != sinceToken(t, c, a, "third") {
+			t.Fatalf("re-attach of a running execution: %v, %v", l, err)
+		}
+		if st := e.stats(c, a); !st.ThrottledUntil.Equal(until) || st.TotalThrottled != 2 || st.TotalEnqueued != 4 {
+			t.Fatalf("a re-attach moved the throttle or the totals: %+v (token time was %v)", st, until)
+		}
 	})
+}
+
+// sinceToken is the fencing token of a running execution.
+func sinceToken(t *testing.T, c *coordinator.Coordinator, action, id string) int64 {
+	t.Helper()
+	st, err := c.ExecutionState(context.Background(), action, id)
+	must(t, err)
+	return st.Token
 }
 
 // TestRateFIFOBehindThrottledHead: with free slots, a throttled head is
@@ -709,6 +732,34 @@ func TestThrottledHeadSweeperBackstop(t *testing.T) {
 		}
 		if got := sinceMs(t, waiter, a, "head"); got < st.ThrottledUntil.UnixMilli() {
 			t.Fatalf("head admitted at %d, before its token at %d", got, st.ThrottledUntil.UnixMilli())
+		}
+	})
+}
+
+// TestForgetKeepsRateAndQuota: forgetting an idle action keeps its rate,
+// its throttle's state and its quota count, so it frees no burst and
+// resets no window.
+func TestForgetKeepsRateAndQuota(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		const a = "rate.forget"
+		c := e.coordinator(e.opts())
+		must(t, c.SetRateLimit(ctx, limits.Action(a), limits.Rate{Limit: 1, Per: time.Hour, Burst: 1}))
+		must(t, c.SetQuota(ctx, limits.Action(a), limits.Quota{Limit: 2, Window: limits.Day}))
+		must(t, holdN(t, c, a, 1)[0].Release(ctx))
+		must(t, c.ForgetAction(ctx, a))
+		cctx, cancel := context.WithCancel(ctx)
+		done := enqueueAsync(t, e, c, cctx, a, "after-forget")
+		st := e.stats(c, a)
+		if st.QueueLength != 1 || st.ThrottledUntil.IsZero() || st.RateSource != "action:"+a || st.QuotaUsed != 2 {
+			t.Fatalf("after forget: %+v, want the next one throttled and the quota count kept", st)
+		}
+		if _, err := c.EnqueueAndWait(ctx, a, "third"); !errors.Is(err, coordinator.ErrQuotaExceeded) {
+			t.Fatalf("third of a quota of 2: %v", err)
+		}
+		cancel()
+		if err := recv(t, done, "after-forget"); !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
 		}
 	})
 }

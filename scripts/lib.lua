@@ -21,7 +21,7 @@
 --                          rate_source; with a quota: quota (limit,window_ms), quota_source
 --   KEYS[7] waits    HASH  wait-time histogram: le_<ms> buckets (their sum is the count), sum_us
 --   KEYS[8] quota    STRING "<window start ms>:<used>", the quota counter of the
---                          current window; expires when the window ends
+--                          current window; expires when the window ends (SET PX)
 -- ARGV[1] is the action's base ("<prefix>:{<ref>}:"); grant keys of waiters
 -- are built from it (same hash tag). Each script's own ARGV start at 2.
 --
@@ -411,9 +411,9 @@ local function quota_used()
   return 0, start, stop
 end
 
+-- quota_write stores the window's count, to expire when the window ends.
 local function quota_write(start, stop, n)
-  redis.call('SET', K.quota, str(start) .. ':' .. str(n))
-  redis.call('PEXPIREAT', K.quota, str(stop))
+  redis.call('SET', K.quota, str(start) .. ':' .. str(n), 'PX', str(math.max(stop - NOW, 1)))
 end
 
 -- quota_take reserves one execution in the current window.
