@@ -104,7 +104,7 @@ func runMemory(ctx context.Context, f *Flags, e *env) (*report.Report, error) {
 		}
 		m.BytesPerQueued = float64(m.UsedAfter-m.UsedBefore) / float64(f.Queued)
 		m.KeyBytes = map[string]int64{}
-		names := []string{"queue", "waiting", "running", "holders", "owners", "meta", "waits"}
+		names := []string{"queue", "waiting", "running", "holders", "owners", "meta", "waits", "quota"}
 		var sum int64
 		for i, k := range keys.New(e.prefix).Action(ref).List {
 			if n, err := rdb.MemoryUsage(ctx, k, 0).Result(); err == nil {
