@@ -241,6 +241,18 @@ func TestQueueStatsShowThrottleAndQuota(t *testing.T) {
 				t.Errorf("after e3 refused and e2 canceled: %s = %v, want %v", field, st[field], want)
 			}
 		}
+		// The same numbers in /metrics, read from Redis at scrape time.
+		_, text := f.do("GET", "/metrics", "", "", 200)
+		for _, line := range []string{
+			`baton_throttled_total{action="mail.send"} 1`, `baton_quota_rejections_total{action="mail.send"} 1`,
+			`baton_quota_used{action="mail.send"} 1`, `baton_quota_limit{action="mail.send",window="day"} 2`,
+			`baton_rate_limit_per_second{action="mail.send"} 0.0002777777777777778`, `baton_rate_burst{action="mail.send"} 0`,
+			`baton_throttled_seconds{action="mail.send"} 0`,
+		} {
+			if !strings.Contains(text, "\n"+line+"\n") {
+				t.Errorf("/metrics lacks %s", line)
+			}
+		}
 		reset, err := time.Parse(time.RFC3339Nano, fmt.Sprint(st["quota_reset_at"]))
 		if err != nil || !reset.Equal(limits.Day.Start(time.Now()).Add(24*time.Hour)) && !reset.Equal(limits.Day.Start(time.Now())) {
 			t.Errorf("quota_reset_at %v (%v): want the end of the current UTC day", st["quota_reset_at"], err)
