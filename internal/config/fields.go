@@ -196,11 +196,11 @@ func setPolicies(c *Config, raw any) error {
 				c.Policies = append(c.Policies, Policy{Scope: scope})
 			}
 			p := &c.Policies[at]
-			twice := fmt.Errorf("item %d: scope %s sets its %%s twice", i, scope)
+			twice := func(kind string) error { return fmt.Errorf("item %d: scope %s sets its %s twice", i, scope, kind) }
 			switch {
 			case strings.HasPrefix(value, "rate:"):
 				if p.Rate != nil {
-					return fmt.Errorf(twice.Error(), "rate")
+					return twice("rate")
 				}
 				spec, burstText, hasBurst := strings.Cut(strings.TrimPrefix(value, "rate:"), "+")
 				burst := 0
@@ -216,7 +216,7 @@ func setPolicies(c *Config, raw any) error {
 				p.Rate = &r
 			case strings.HasPrefix(value, "quota:"):
 				if p.Quota != nil {
-					return fmt.Errorf(twice.Error(), "quota")
+					return twice("quota")
 				}
 				q, err := limits.ParseQuotaSpec(strings.TrimPrefix(value, "quota:"))
 				if err != nil {
@@ -225,7 +225,7 @@ func setPolicies(c *Config, raw any) error {
 				p.Quota = &q
 			default:
 				if p.MaxConcurrent != nil {
-					return fmt.Errorf(twice.Error(), "limit")
+					return twice("limit")
 				}
 				n, err := parseLimit(value)
 				if err != nil {

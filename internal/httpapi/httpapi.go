@@ -464,8 +464,8 @@ func (a *api) deletePolicy(w http.ResponseWriter, r *http.Request) {
 	}
 	var clear []func() error
 	for _, k := range kinds {
-		switch _, lim := p.Limits[scope]; {
-		case k == "max_concurrent" && lim:
+		switch {
+		case k == "max_concurrent" && hasKey(p.Limits, scope):
 			clear = append(clear, func() error { return a.c.ClearConcurrencyLimit(ctx, scope) })
 		case k == "rate" && hasKey(p.Rates, scope):
 			clear = append(clear, func() error { return a.c.ClearRateLimit(ctx, scope) })
