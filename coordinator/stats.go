@@ -162,7 +162,8 @@ type ExecutionState struct {
 	Action      string
 	ExecutionID string
 	Status      ExecutionStatus
-	// Owner is the Coordinator that waits for or holds it.
+	// Owner is the Coordinator that waits for or holds it, or "-" for a
+	// lease held by its token (KeepLease).
 	Owner string
 	// Position is the place in the queue (0 is the head); waiting only.
 	Position int64

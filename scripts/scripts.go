@@ -66,7 +66,7 @@ func (s *Script) Run(ctx context.Context, c redis.Scripter, keys []string, args 
 }
 
 // actionOps are the per-action operations, each a file with lib.lua's helpers.
-var actionOps = []string{"enqueue", "release", "cancel", "timeout", "renew", "reconcile", "sweep", "apply_policy", "stats", "state", "tick"}
+var actionOps = []string{"enqueue", "release", "cancel", "timeout", "renew", "reconcile", "sweep", "apply_policy", "stats", "state", "tick", "keep"}
 
 // Library is the Redis Function library of every per-action operation:
 // lib.lua once, then one function per operation. Its name carries a hash of
@@ -96,12 +96,13 @@ var (
 	stats       = action("stats")
 	state       = action("state")
 	tick        = action("tick")
+	keep        = action("keep")
 	claimDue    = &Script{name: "claim_due", s: redis.NewScript(read("claim_due.lua"))}
 )
 
 // All lists every script, for loading them ahead of use and for naming
 // EVALSHA calls in command counts.
-var All = []*Script{enqueue, release, cancel, timeout, renew, reconcile, sweep, applyPolicy, stats, state, tick, claimDue}
+var All = []*Script{enqueue, release, cancel, timeout, renew, reconcile, sweep, applyPolicy, stats, state, tick, keep, claimDue}
 
 func action(name string) *Script {
 	return &Script{
@@ -282,6 +283,28 @@ func Release(ctx context.Context, r Runner, k keys.Action, execution string, fen
 	}
 	d := newReply("release", v, 4)
 	return ReleaseReply{Held: d.int(0) == 1, Granted: d.int(1), Due: d.int(2), Wake: wake(d.int(3))}, d.err
+}
+
+// KeepReply is keep.lua's reply.
+type KeepReply struct {
+	// Held is true when the token holds the execution's slot, now extended.
+	Held bool
+	// Deadline is the lease's new deadline in ms on the Redis clock (0 when not held).
+	Deadline int64
+	// Due > 0 asks the caller to add the action to the sweep index then.
+	Due int64
+}
+
+// Keep extends a lease by execution ID and fencing token to ttl from now,
+// and hands it to whoever holds the token: no process's heartbeat renews it
+// after (keep.lua). An expired lease is reclaimed, not extended.
+func Keep(ctx context.Context, r Runner, k keys.Action, execution string, fence int64, ttl, ackTimeout time.Duration) (KeepReply, error) {
+	v, err := runAction(ctx, r, keep, k, execution, fence, ms(ttl), ms(ackTimeout))
+	if err != nil {
+		return KeepReply{}, err
+	}
+	d := newReply("keep", v, 3)
+	return KeepReply{Held: d.int(0) == 1, Deadline: d.int(1), Due: d.int(2)}, d.err
 }
 
 // Cancel results.
