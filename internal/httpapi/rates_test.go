@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -257,5 +260,54 @@ func TestQueueStatsShowThrottleAndQuota(t *testing.T) {
 		if err != nil || !reset.Equal(limits.Day.Start(time.Now()).Add(24*time.Hour)) && !reset.Equal(limits.Day.Start(time.Now())) {
 			t.Errorf("quota_reset_at %v (%v): want the end of the current UTC day", st["quota_reset_at"], err)
 		}
+	})
+}
+
+// TestAcquireOverQuotaIs429: an HTTP acquire that meets its action's quota
+// is a 429 quota_exceeded with Retry-After (whole seconds to the end of the
+// window) and nothing queued, through either daemon and on retry; a
+// throttled acquire waits in the queue (202) and is admitted in its turn.
+func TestAcquireOverQuotaIs429(t *testing.T) {
+	admTiers(t, coordinator.Options{}, func(t *testing.T, ds *daemons) {
+		const a = "adm.quota"
+		ds.d[0].do("PUT", "/api/v1/policies/action:"+a, token, `{"quota": {"limit": 2, "window": "hour"}}`, 200)
+		t1 := tokenOf(t, ds.acquire(0, a, "q1", "0s", 200))
+		t2 := tokenOf(t, ds.acquire(1, a, "q2", "0s", 200))
+		for i := range 2 {
+			req, _ := http.NewRequest("POST", ds.d[i].srv.URL+execPath(a, "q3", "acquire"), strings.NewReader(`{"wait": "1s"}`))
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var body map[string]any
+			_ = json.Unmarshal(raw, &body)
+			secs, perr := strconv.Atoi(resp.Header.Get("Retry-After"))
+			if resp.StatusCode != 429 || body["code"] != "quota_exceeded" || perr != nil || secs < 1 || secs > 3600 ||
+				jsonOf(t, body["quota"]) != `{"limit":2,"window":"hour"}` || body["quota_source"] != "action:"+a {
+				t.Fatalf("daemon %d, over quota: %d Retry-After %q %s", i, resp.StatusCode, resp.Header.Get("Retry-After"), raw)
+			}
+		}
+		if st := ds.stats(a); st.TotalQuotaRejected != 2 || st.TotalEnqueued != 2 || st.QueueLength != 0 || st.QuotaUsed != 2 {
+			t.Fatalf("stats after two refusals: %+v", st)
+		}
+		ds.call(0, a, "q1", "release", t1, 200)
+		ds.call(1, a, "q2", "release", t2, 200)
+
+		// A throttle makes acquire wait its turn instead.
+		const b = "adm.rate"
+		ds.d[0].do("PUT", "/api/v1/policies/action:"+b, token, `{"rate": {"limit": 1, "per": "1h"}}`, 200)
+		tb := tokenOf(t, ds.acquire(0, b, "r1", "0s", 200))
+		if p := position(t, ds.acquire(1, b, "r2", "0s", 202)); p != 0 {
+			t.Fatalf("throttled r2 at position %d, want 0", p)
+		}
+		ds.call(0, b, "r1", "release", tb, 200) // a free slot is not a token: r2 still waits
+		position(t, ds.acquire(1, b, "r2", "0s", 202))
+		if st := ds.stats(b); st.ThrottledUntil.IsZero() || st.TotalThrottled != 1 {
+			t.Fatalf("r2 not throttled: %+v", st)
+		}
+		ds.d[0].do("POST", "/api/v1/actions/"+b+"/executions/r2/cancel", token, "", 200)
 	})
 }
