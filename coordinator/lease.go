@@ -251,7 +251,7 @@ func (c *Coordinator) KeepLease(ctx context.Context, action, executionID string,
 	if err != nil {
 		return time.Time{}, fmt.Errorf("baton: keep %s/%s: %w", action, executionID, err)
 	}
-	c.addDue(ctx, action, r.Due)
+	c.schedule(ctx, action, r.Due, r.Wake)
 	if !r.Held {
 		return time.Time{}, fmt.Errorf("%w: %s/%s (token %d) holds no slot", ErrLeaseLost, action, executionID, token)
 	}

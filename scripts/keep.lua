@@ -5,13 +5,13 @@
 -- unless released first. Executors that are not a Coordinator (the HTTP
 -- API's clients) hold their leases this way.
 --
--- KEYS[1..7] the action's keys, ARGV[1] its base (see lib.lua)
+-- KEYS[1..8] the action's keys, ARGV[1] its base (see lib.lua)
 -- ARGV[2] execution ID
 -- ARGV[3] fencing token the caller holds
 -- ARGV[4] the lease's new time to live from now (ms, Redis clock)
 -- ARGV[5] acknowledgement deadline for the grants this call hands out (ms)
 --
--- Reply {held, deadline, due}:
+-- Reply {held, deadline, due, wake} (wake: as release.lua's):
 --   held     1 if the token holds the execution's slot (now extended), 0 if
 --            not (unknown, released, reclaimed, expired, or another token)
 --   deadline the lease's new deadline (ms), 0 when not held
@@ -28,7 +28,7 @@ local h = redis.call('HGET', K.holders, exec)
 local hv = h and parse_holder(h)
 if not hv or hv.fence ~= fence then
   flush()
-  return { 0, 0, str(REPORT) }
+  return { 0, 0, str(REPORT), str(WAKE) }
 end
 if tonumber(redis.call('ZSCORE', K.running, exec) or '0') <= NOW then
   -- Expired but not yet looked at (next_reclaim is only a lower bound):
@@ -37,7 +37,7 @@ if tonumber(redis.call('ZSCORE', K.running, exec) or '0') <= NOW then
   bump('reclaimed')
   grant_waiters(ack_ms)
   flush()
-  return { 0, 0, str(REPORT) }
+  return { 0, 0, str(REPORT), str(WAKE) }
 end
 if hv.state == 'g' then
   redis.call('LREM', grant_key(hv.owner, exec), 1, grant_token(hv.seq, hv.fence))
@@ -47,4 +47,4 @@ local deadline = NOW + ttl_ms
 redis.call('ZADD', K.running, str(deadline), exec)
 lower_reclaim(deadline)
 flush()
-return { 1, str(deadline), str(REPORT) }
+return { 1, str(deadline), str(REPORT), str(WAKE) }

@@ -18,7 +18,8 @@
 --   KEYS[6] meta     HASH  state (policy_version,limit,seq,fence), due (next_reclaim,
 --                          indexed_due), totals (the counters), limit_source; with a
 --                          rate: rate (limit,per_us,burst,tat,marked,sched) and
---                          rate_source; with a quota: quota (limit,window_ms), quota_source
+--                          rate_source; with a quota: quota (limit,window_ms), quota_source;
+--                          once either counted something: rq_totals (throttled,quota_rejected)
 --   KEYS[7] waits    HASH  wait-time histogram: le_<ms> buckets (their sum is the count), sum_us
 --   KEYS[8] quota    STRING "<window start ms>:<used>", the quota counter of the
 --                          current window; expires when the window ends (SET PX)
@@ -67,13 +68,15 @@ local MAX_TAU = 1e15
 -- values keep the hash a listpack.
 local STATE_PAT = '^(-?%d+),(-?%d+),(%d+),(%d+)$'
 local DUE_PAT = '^(%d+),(%d+)$'
-local TOTALS_PAT = '^(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)$'
-local TOTALS_PAT8 = '^(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)$' -- before rates and quotas
+local TOTALS_PAT = '^(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)$'
+local RQ_TOTALS_PAT = '^(%d+),(%d+)$'
 local RATE_PAT = '^(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)$'
 local QUOTA_PAT = '^(%d+),(%d+)$'
+-- The counters of rates and quotas are a field of their own (rq_totals), so
+-- that "totals" keeps the form every version of Baton reads.
 local GROUP = {
   policy_version = 'state', limit = 'state', seq = 'state', fence = 'state',
-  next_reclaim = 'due', indexed_due = 'due',
+  next_reclaim = 'due', indexed_due = 'due', throttled = 'rq', quota_rejected = 'rq',
 }
 
 -- The state of one call, set by begin(). As a Redis Function library these
@@ -120,7 +123,7 @@ local function begin(keys, argv)
   FRESH, DIRTY, REPORT, ALIVE = true, {}, 0, {}
   RATE, QUOTA, THROTTLED, WAKE = nil, nil, 0, 0
   M.throttled, M.quota_rejected = 0, 0
-  local v = redis.call('HMGET', K.meta, 'state', 'due', 'totals', 'rate', 'quota')
+  local v = redis.call('HMGET', K.meta, 'state', 'due', 'totals', 'rate', 'quota', 'rq_totals')
   if v[1] then
     local a, b, c, d = string.match(v[1], STATE_PAT)
     if a then
@@ -135,15 +138,16 @@ local function begin(keys, argv)
     end
   end
   if v[3] then
-    local a, b, c, d, e, f, g, h, i, j = string.match(v[3], TOTALS_PAT)
-    if not a then
-      a, b, c, d, e, f, g, h = string.match(v[3], TOTALS_PAT8)
-      i, j = '0', '0'
-    end
+    local a, b, c, d, e, f, g, h = string.match(v[3], TOTALS_PAT)
     if a then
       M.enqueued, M.admitted, M.completed, M.timed_out = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
       M.canceled, M.rejected, M.reclaimed, M.abandoned = tonumber(e), tonumber(f), tonumber(g), tonumber(h)
-      M.throttled, M.quota_rejected = tonumber(i), tonumber(j)
+    end
+  end
+  if v[6] then
+    local a, b = string.match(v[6], RQ_TOTALS_PAT)
+    if a then
+      M.throttled, M.quota_rejected = tonumber(a), tonumber(b)
     end
   end
   if v[4] then
@@ -198,8 +202,12 @@ local function flush()
   end
   if DIRTY.totals then
     args[#args + 1] = 'totals'
-    args[#args + 1] = string.format('%d,%d,%d,%d,%d,%d,%d,%d,%d,%d', M.enqueued, M.admitted, M.completed,
-      M.timed_out, M.canceled, M.rejected, M.reclaimed, M.abandoned, M.throttled, M.quota_rejected)
+    args[#args + 1] = string.format('%d,%d,%d,%d,%d,%d,%d,%d', M.enqueued, M.admitted, M.completed,
+      M.timed_out, M.canceled, M.rejected, M.reclaimed, M.abandoned)
+  end
+  if DIRTY.rq then
+    args[#args + 1] = 'rq_totals'
+    args[#args + 1] = string.format('%d,%d', M.throttled, M.quota_rejected)
   end
   if DIRTY.rate and RATE then
     args[#args + 1] = 'rate'
