@@ -465,135 +465,155 @@ anything is written.
 // names (?kind=) accepted too.
 var policyKinds = map[string]string{"limit": "limit", "max_concurrent": "limit", "rate": "rate", "quota": "quota"}
 
+// policyRequest is a checked policy command: what to read, set or clear.
+type policyRequest struct {
+	verb  string // get, set or clear
+	scope limits.Scope
+	limit *int
+	rate  *limits.Rate
+	quota *limits.Quota
+	kind  string // clear: limit, rate, quota, or "" for all
+}
+
 func policy(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	cf := newFlags("policy", policyUsage, stderr)
-	rateText := cf.fs.String("rate", "", "set: the rate, `LIMIT/PER` (100/1m, 5/1s)")
-	burst := cf.fs.Int("burst", 0, "set: the rate's burst `B` (0 or 1: no burst); needs --rate")
-	quotaText := cf.fs.String("quota", "", "set: the quota, `LIMIT/WINDOW` (10000/day; minute, hour or day)")
-	kindText := cf.fs.String("kind", "", "clear: the `kind` to remove: limit, rate or quota (default: all)")
-	pos, err := cf.parse(args)
-	if err != nil {
-		return usageError(stderr, cf, err)
-	}
-	given := map[string]bool{}
-	cf.fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	if len(pos) == 0 || (pos[0] != "get" && pos[0] != "set" && pos[0] != "clear") {
-		return usageError(stderr, cf, errors.New("policy needs get, set or clear"))
-	}
-	want := map[string]int{"get": 2, "set": 3, "clear": 2}[pos[0]]
-	if pos[0] == "set" && (given["rate"] || given["quota"]) && len(pos) == 2 {
-		want = 2 // the limit N is optional beside --rate or --quota
-	}
-	if len(pos) != want {
-		return usageError(stderr, cf, fmt.Errorf("policy %s takes %d arguments, got %d", pos[0], want-1, len(pos)-1))
-	}
-	takes := map[string][]string{"set": {"rate", "burst", "quota"}, "clear": {"kind"}}[pos[0]]
-	for _, name := range []string{"rate", "burst", "quota", "kind"} {
-		if given[name] && !slices.Contains(takes, name) {
-			return usageError(stderr, cf, fmt.Errorf("policy %s takes no --%s", pos[0], name))
-		}
-	}
-	if given["burst"] && !given["rate"] {
-		return usageError(stderr, cf, errors.New("--burst needs --rate"))
-	}
-	scope, err := limits.ParseScope(pos[1])
-	if err != nil {
-		return usageError(stderr, nil, err)
-	}
-	var set struct {
-		limit *int
-		rate  *limits.Rate
-		quota *limits.Quota
-	}
-	if pos[0] == "set" && len(pos) == 3 {
-		n, err := config.ParseLimit(pos[2])
-		if err != nil {
-			return usageError(stderr, nil, fmt.Errorf("limit %q: %w", pos[2], err))
-		}
-		set.limit = &n
-	}
-	if given["rate"] {
-		r, err := limits.ParseRateSpec(*rateText, *burst)
-		if err != nil {
-			return usageError(stderr, nil, fmt.Errorf("--rate %s --burst %d: %w", limits.Quote(*rateText), *burst, err))
-		}
-		set.rate = &r
-	}
-	if given["quota"] {
-		q, err := limits.ParseQuotaSpec(*quotaText)
-		if err != nil {
-			return usageError(stderr, nil, fmt.Errorf("--quota %s: %w", limits.Quote(*quotaText), err))
-		}
-		set.quota = &q
-	}
-	kind := ""
-	if given["kind"] {
-		if kind = policyKinds[*kindText]; kind == "" {
-			return usageError(stderr, nil, fmt.Errorf("--kind %s: want limit, rate or quota", limits.Quote(*kindText)))
-		}
+	req, code := parsePolicy(cf, args, stderr)
+	if code >= 0 {
+		return code
 	}
 	cfg, err := cf.load(environ)
 	if err != nil {
 		return usageError(stderr, nil, err)
 	}
 	warnUnknownEnv(environ, stderr)
-	c, done, err := connect(ctx, cfg, stderr, pos[0] == "get")
+	c, done, err := connect(ctx, cfg, stderr, req.verb == "get")
 	if err != nil {
 		return connectError(stderr, err)
 	}
 	defer done()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var p limits.Policies
-	switch pos[0] {
-	case "set":
-		if set.limit != nil {
-			err = c.SetConcurrencyLimit(ctx, scope, *set.limit)
-		}
-		if err == nil && set.rate != nil {
-			err = c.SetRateLimit(ctx, scope, *set.rate)
-		}
-		if err == nil && set.quota != nil {
-			err = c.SetQuota(ctx, scope, *set.quota)
-		}
-		if err != nil {
-			return failed(stderr, err)
-		}
-		fallthrough
-	case "get":
-		if p, err = c.Policies(ctx); err != nil {
-			return failed(stderr, err)
-		}
-		fmt.Fprintf(stdout, "%s %s\n", scope, formatPolicy(p, scope))
-	case "clear":
-		if p, err = c.Policies(ctx); err != nil {
-			return failed(stderr, err)
-		}
-		var clear []func() error
-		if (kind == "" || kind == "limit") && hasScope(p.Limits, scope) {
-			clear = append(clear, func() error { return c.ClearConcurrencyLimit(ctx, scope) })
-		}
-		if (kind == "" || kind == "rate") && hasScope(p.Rates, scope) {
-			clear = append(clear, func() error { return c.ClearRateLimit(ctx, scope) })
-		}
-		if (kind == "" || kind == "quota") && hasScope(p.Quotas, scope) {
-			clear = append(clear, func() error { return c.ClearQuota(ctx, scope) })
-		}
-		if len(clear) == 0 {
-			fmt.Fprintf(stderr, "coordinator: no %s set on %s; nothing to clear\n", cmp.Or(kind, "policy"), scope)
-			return exitNotSet
-		}
-		for _, f := range clear {
-			if err := f(); err != nil {
-				return failed(stderr, err)
-			}
-		}
-		what := "cleared"
-		if kind != "" {
-			what = kind + " cleared"
-		}
-		fmt.Fprintf(stdout, "%s %s\n", scope, what)
+	if req.verb == "clear" {
+		return clearPolicy(ctx, c, req, stdout, stderr)
 	}
+	if req.limit != nil {
+		err = c.SetConcurrencyLimit(ctx, req.scope, *req.limit)
+	}
+	if err == nil && req.rate != nil {
+		err = c.SetRateLimit(ctx, req.scope, *req.rate)
+	}
+	if err == nil && req.quota != nil {
+		err = c.SetQuota(ctx, req.scope, *req.quota)
+	}
+	var p limits.Policies
+	if err == nil {
+		p, err = c.Policies(ctx)
+	}
+	if err != nil {
+		return failed(stderr, err)
+	}
+	fmt.Fprintf(stdout, "%s %s\n", req.scope, formatPolicy(p, req.scope))
+	return exitOK
+}
+
+// parsePolicy reads and checks the whole command line before anything
+// touches Redis; on a bad one it returns the exit code (else -1).
+func parsePolicy(cf *commonFlags, args []string, stderr io.Writer) (policyRequest, int) {
+	rateText := cf.fs.String("rate", "", "set: the rate, `LIMIT/PER` (100/1m, 5/1s)")
+	burst := cf.fs.Int("burst", 0, "set: the rate's burst `B` (0 or 1: no burst); needs --rate")
+	quotaText := cf.fs.String("quota", "", "set: the quota, `LIMIT/WINDOW` (10000/day; minute, hour or day)")
+	kindText := cf.fs.String("kind", "", "clear: the `kind` to remove: limit, rate or quota (default: all)")
+	var req policyRequest
+	pos, err := cf.parse(args)
+	if err != nil {
+		return req, usageError(stderr, cf, err)
+	}
+	given := map[string]bool{}
+	cf.fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if len(pos) == 0 || (pos[0] != "get" && pos[0] != "set" && pos[0] != "clear") {
+		return req, usageError(stderr, cf, errors.New("policy needs get, set or clear"))
+	}
+	req.verb = pos[0]
+	want := map[string]int{"get": 2, "set": 3, "clear": 2}[req.verb]
+	if req.verb == "set" && (given["rate"] || given["quota"]) && len(pos) == 2 {
+		want = 2 // the limit N is optional beside --rate or --quota
+	}
+	if len(pos) != want {
+		return req, usageError(stderr, cf, fmt.Errorf("policy %s takes %d arguments, got %d", req.verb, want-1, len(pos)-1))
+	}
+	takes := map[string][]string{"set": {"rate", "burst", "quota"}, "clear": {"kind"}}[req.verb]
+	for _, name := range []string{"rate", "burst", "quota", "kind"} {
+		if given[name] && !slices.Contains(takes, name) {
+			return req, usageError(stderr, cf, fmt.Errorf("policy %s takes no --%s", req.verb, name))
+		}
+	}
+	if given["burst"] && !given["rate"] {
+		return req, usageError(stderr, cf, errors.New("--burst needs --rate"))
+	}
+	if req.scope, err = limits.ParseScope(pos[1]); err != nil {
+		return req, usageError(stderr, nil, err)
+	}
+	if len(pos) == 3 {
+		n, err := config.ParseLimit(pos[2])
+		if err != nil {
+			return req, usageError(stderr, nil, fmt.Errorf("limit %q: %w", pos[2], err))
+		}
+		req.limit = &n
+	}
+	if given["rate"] {
+		r, err := limits.ParseRateSpec(*rateText, *burst)
+		if err != nil {
+			return req, usageError(stderr, nil, fmt.Errorf("--rate %s --burst %d: %w", limits.Quote(*rateText), *burst, err))
+		}
+		req.rate = &r
+	}
+	if given["quota"] {
+		q, err := limits.ParseQuotaSpec(*quotaText)
+		if err != nil {
+			return req, usageError(stderr, nil, fmt.Errorf("--quota %s: %w", limits.Quote(*quotaText), err))
+		}
+		req.quota = &q
+	}
+	if given["kind"] {
+		if req.kind = policyKinds[*kindText]; req.kind == "" {
+			return req, usageError(stderr, nil, fmt.Errorf("--kind %s: want limit, rate or quota", limits.Quote(*kindText)))
+		}
+	}
+	return req, -1
+}
+
+// clearPolicy removes the kinds req names that its scope sets; exit 3 when
+// there are none (as HTTP DELETE's 404).
+func clearPolicy(ctx context.Context, c *coordinator.Coordinator, req policyRequest, stdout, stderr io.Writer) int {
+	p, err := c.Policies(ctx)
+	if err != nil {
+		return failed(stderr, err)
+	}
+	all, s := req.kind == "", req.scope
+	var clear []func() error
+	if (all || req.kind == "limit") && hasScope(p.Limits, s) {
+		clear = append(clear, func() error { return c.ClearConcurrencyLimit(ctx, s) })
+	}
+	if (all || req.kind == "rate") && hasScope(p.Rates, s) {
+		clear = append(clear, func() error { return c.ClearRateLimit(ctx, s) })
+	}
+	if (all || req.kind == "quota") && hasScope(p.Quotas, s) {
+		clear = append(clear, func() error { return c.ClearQuota(ctx, s) })
+	}
+	if len(clear) == 0 {
+		fmt.Fprintf(stderr, "coordinator: no %s set on %s; nothing to clear\n", cmp.Or(req.kind, "policy"), s)
+		return exitNotSet
+	}
+	for _, f := range clear {
+		if err := f(); err != nil {
+			return failed(stderr, err)
+		}
+	}
+	what := "cleared"
+	if !all {
+		what = req.kind + " cleared"
+	}
+	fmt.Fprintf(stdout, "%s %s\n", s, what)
 	return exitOK
 }
 
