@@ -225,9 +225,9 @@ func runThrottle(ctx context.Context, f *Flags, e *env) (*report.Report, error) 
 		return nil, err
 	}
 	idle := b.idleCPU(ctx, time.Second)
-	t := &report.Throttle{Rate: limits.RateSpec(rate), Burst: rate.Burst, ExpectedSpacingMs: ms(rate.Per / time.Duration(max(rate.Limit, 1))),
-		IdleRedisCPUUsPerS: idle}
-	r.Throttle = t
+	t := throttleFigures{&report.Throttle{Rate: limits.RateSpec(rate), Burst: rate.Burst,
+		ExpectedSpacingMs: ms(rate.Per / time.Duration(max(rate.Limit, 1))), IdleRedisCPUUsPerS: idle}}
+	r.Throttle = t.Throttle
 	failures := map[string]int{}
 	for i, phase := range []struct {
 		name string
@@ -237,39 +237,16 @@ func runThrottle(ctx context.Context, f *Flags, e *env) (*report.Report, error) 
 		if err != nil {
 			return nil, err
 		}
-		maps.Copy(failures, ph.failures)
-		t.Phases = append(t.Phases, ph.cost)
-		for _, ref := range slices.Sorted(maps.Keys(ph.admissions)) {
-			adm := ph.admissions[ref]
-			t.FIFOInversions += ratecheck.FIFOInversions(adm)
-			if i == 0 {
-				continue
-			}
-			worst, over := ratecheck.Excess(adm, ratecheck.Bound{Limit: rate.Limit, Per: rate.Per, Burst: rate.Burst, Slack: grantSlack})
-			t.ExcessAdmissions = max(t.ExcessAdmissions, worst)
-			t.AdmissionsOverBound += over
-			sp := ratecheck.Spacings(adm, rate.Burst)
-			t.Gaps += sp.N
-			t.MeanSpacingMs += ms(sp.Mean) * float64(sp.N)
-			t.WorstP99SpacingMs = max(t.WorstP99SpacingMs, ms(sp.P99))
-			t.P50SpacingMs = append(t.P50SpacingMs, ms(sp.P50))
+		for msg, n := range ph.failures {
+			failures[msg] += n
 		}
+		t.Phases = append(t.Phases, ph.cost)
+		t.addPhase(ph.admissions, rate, i == 1)
 		if lost := wl.Planned() - ph.cost.Admissions; lost > 0 {
 			r.Failed = append(r.Failed, fmt.Sprintf("%s: %d of %d executions not admitted and recorded", phase.name, lost, wl.Planned()))
 		}
 	}
-	if t.Gaps > 0 {
-		t.MeanSpacingMs /= float64(t.Gaps)
-		t.SpacingRatio = t.MeanSpacingMs / t.ExpectedSpacingMs
-	}
-	if len(t.Phases) == 2 {
-		u, th := t.Phases[0], t.Phases[1]
-		t.ExtraCmdsPerAdmission = th.CmdsPerAdmission - u.CmdsPerAdmission
-		t.ExtraRoundTripsPerAdmission = th.RoundTripsPerAdmission - u.RoundTripsPerAdmission
-		if u.RedisCPUUsPerAdmissionNetOfIdle > 0 {
-			t.ExtraRedisCPUUsPerAdmission = th.RedisCPUUsPerAdmissionNetOfIdle - u.RedisCPUUsPerAdmissionNetOfIdle
-		}
-	}
+	t.finish()
 	t.Failures = failures
 	if t.ExcessAdmissions > 0 {
 		r.Failed = append(r.Failed, fmt.Sprintf("throttle bound exceeded: up to %d admissions over limit*T/per + max(burst, 1) in an interval (%d admissions end such an interval)",
@@ -289,6 +266,47 @@ func runThrottle(ctx context.Context, f *Flags, e *env) (*report.Report, error) 
 		r.Notes = append(r.Notes, "miniredis has no INFO cpu: Redis CPU figures need --redis")
 	}
 	return r, nil
+}
+
+// throttleFigures gathers the checks of the throttle mode's phases.
+type throttleFigures struct{ *report.Throttle }
+
+// addPhase checks one phase's admissions: FIFO order always; the bound and
+// the spacing when the phase was throttled.
+func (t throttleFigures) addPhase(admissions map[string][]ratecheck.Admission, rate limits.Rate, throttled bool) {
+	for _, ref := range slices.Sorted(maps.Keys(admissions)) {
+		adm := admissions[ref]
+		t.FIFOInversions += ratecheck.FIFOInversions(adm)
+		if !throttled {
+			continue
+		}
+		worst, over := ratecheck.Excess(adm, ratecheck.Bound{Limit: rate.Limit, Per: rate.Per, Burst: rate.Burst, Slack: grantSlack})
+		t.ExcessAdmissions = max(t.ExcessAdmissions, worst)
+		t.AdmissionsOverBound += over
+		sp := ratecheck.Spacings(adm, rate.Burst)
+		t.Gaps += sp.N
+		t.MeanSpacingMs += ms(sp.Mean) * float64(sp.N) // a sum until finish
+		t.WorstP99SpacingMs = max(t.WorstP99SpacingMs, ms(sp.P99))
+		t.P50SpacingMs = append(t.P50SpacingMs, ms(sp.P50))
+	}
+}
+
+// finish turns the sums into means and the phases into the throttled
+// admission's extra cost.
+func (t throttleFigures) finish() {
+	if t.Gaps > 0 {
+		t.MeanSpacingMs /= float64(t.Gaps)
+		t.SpacingRatio = t.MeanSpacingMs / t.ExpectedSpacingMs
+	}
+	if len(t.Phases) != 2 {
+		return
+	}
+	u, th := t.Phases[0], t.Phases[1]
+	t.ExtraCmdsPerAdmission = th.CmdsPerAdmission - u.CmdsPerAdmission
+	t.ExtraRoundTripsPerAdmission = th.RoundTripsPerAdmission - u.RoundTripsPerAdmission
+	if u.RedisCPUUsPerAdmissionNetOfIdle > 0 {
+		t.ExtraRedisCPUUsPerAdmission = th.RedisCPUUsPerAdmissionNetOfIdle - u.RedisCPUUsPerAdmissionNetOfIdle
+	}
 }
 
 // runQuota runs closed-loop clients on actions with the --quota for
