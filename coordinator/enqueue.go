@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/internal/keys"
 	"github.com/batonhq/baton/scripts"
@@ -64,6 +67,12 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 		LeaseTTL: c.opts.LeaseTTL, AckTimeout: c.opts.AckTimeout, Policy: c.policyArgs(action),
 	})
 	if err != nil {
+		switch {
+		case errors.Is(err, ErrNotReplicated):
+			c.undoEnqueue(a, executionID, rep)
+		case outcomeUnknown(err):
+			c.startUnlessClosed(func() { c.settleUnknown(a, executionID) })
+		}
 		return nil, fmt.Errorf("baton: enqueue %s/%s: %w", action, executionID, err)
 	}
 	c.schedule(ctx, action, rep.Due, rep.Wake)
@@ -259,6 +268,90 @@ func (c *Coordinator) releaseAbandoned(l *Lease) {
 		c.log.Warn("baton: releasing a lease its caller abandoned", slog.String("action", l.action),
 			slog.String("execution", l.id), slog.Any("error", err))
 	}
+}
+
+// undoEnqueue takes back an admission or queueing that the master made but
+// too few replicas acknowledged (WaitReplicas), since its caller is told it
+// failed: the slot is released, the waiter removed. A re-attach (Running)
+// is left alone: that lease was granted earlier and may be in use. The undo
+// is itself a write that may not be replicated in time; if it is lost, the
+// slot comes back when its lease expires (nobody renews it), and a lost
+// queue entry's grant is dropped, its process not waiting for it.
+func (c *Coordinator) undoEnqueue(a *action, id string, rep scripts.EnqueueReply) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
+	defer cancel()
+	var err error
+	switch rep.Status {
+	case scripts.Admitted:
+		var r scripts.ReleaseReply
+		r, err = scripts.Release(ctx, c.run, a.keys, id, rep.Fence, c.opts.AckTimeout, scripts.Policy{Version: -1})
+		c.schedule(ctx, a.ref, r.Due, r.Wake)
+	case scripts.Queued:
+		var r scripts.CancelReply
+		r, err = scripts.Cancel(ctx, c.run, a.keys, id, fmt.Sprint(rep.Seq), c.owner, c.opts.AckTimeout)
+		c.schedule(ctx, a.ref, r.Due, r.Wake)
+	}
+	if err != nil {
+		c.log.Warn("baton: undoing an admission that was not replicated", slog.String("execution", id), slog.Any("error", err))
+	}
+}
+
+// outcomeUnknown reports an error after which the script may have run: the
+// connection failed once the call was sent (a context error means the call
+// never left; an error reply means Redis refused or the script failed).
+func outcomeUnknown(err error) bool {
+	var re redis.Error
+	return !errors.As(err, &re) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// settleUnknown cleans up after an enqueue whose reply was lost (a
+// connection that died, a failover): the execution may be waiting, or
+// holding a slot, under this process's owner, with nobody here waiting for
+// it. A waiter nobody reads would stall the queue (its grant goes back to
+// the head while its process is alive); a slot nobody renews would be held
+// until its lease expires. Unless the caller retried meanwhile (the
+// execution is known here again), it is removed or released.
+func (c *Coordinator) settleUnknown(a *action, id string) {
+	for attempt := 0; attempt < 8; attempt++ {
+		if !c.sleep(backoff(attempt)) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		st, err := scripts.State(ctx, c.run, a.keys, id)
+		if err == nil && st.Owner == c.owner && !c.knows(a.ref, id) {
+			switch st.Status {
+			case "waiting":
+				var r scripts.CancelReply
+				r, err = scripts.Cancel(ctx, c.run, a.keys, id, strconv.FormatInt(st.Seq, 10), c.owner, c.opts.AckTimeout)
+				c.schedule(ctx, a.ref, r.Due, r.Wake)
+			case "running":
+				var r scripts.ReleaseReply
+				r, err = scripts.Release(ctx, c.run, a.keys, id, st.Fence, c.opts.AckTimeout, scripts.Policy{Version: -1})
+				c.schedule(ctx, a.ref, r.Due, r.Wake)
+			}
+			if err == nil && st.Status != "unknown" {
+				c.log.Warn("baton: took back an execution whose enqueue reply was lost", slog.String("action", a.ref),
+					slog.String("execution", id), slog.String("was", st.Status))
+			}
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+	}
+}
+
+// knows reports whether this process waits for or holds the execution.
+func (c *Coordinator) knows(ref, id string) bool {
+	c.amu.Lock()
+	a := c.actions[ref]
+	c.amu.Unlock()
+	if a == nil {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.waiters[id] != nil || a.leases[id] != nil
 }
 
 // cancelQueued removes an execution queued just as the Coordinator closed.

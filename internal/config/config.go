@@ -54,6 +54,10 @@ type Config struct {
 	AckTimeout time.Duration
 	// SweepInterval is how often the daemon sweeps; negative turns it off.
 	SweepInterval time.Duration
+	// WaitReplicas and WaitTimeout are coordinator.Options' (durable writes:
+	// every state-changing call waits for that many replicas).
+	WaitReplicas int
+	WaitTimeout  time.Duration
 	// CompletionGroup is the consumer group of the completion listener.
 	CompletionGroup string
 	// CompletionClaimIdle is how long a completion event may stay
@@ -180,6 +184,8 @@ var fields = []field{
 	{"lease.ttl", "30s", duration(func(c *Config) *time.Duration { return &c.LeaseTTL }, durationAtLeast(100*time.Millisecond))},
 	{"lease.ack_timeout", "5s", duration(func(c *Config) *time.Duration { return &c.AckTimeout }, durationAtLeast(10*time.Millisecond))},
 	{"sweep_interval", "1s", duration(func(c *Config) *time.Duration { return &c.SweepInterval }, nonZero)},
+	{"durability.wait_replicas", 0, integer(func(c *Config) *int { return &c.WaitReplicas }, atLeast(0))},
+	{"durability.wait_timeout", coordinator.DefaultWaitTimeout.String(), duration(func(c *Config) *time.Duration { return &c.WaitTimeout }, durationAtLeast(time.Millisecond))},
 	{"completions.group", completion.DefaultGroup, str(func(c *Config) *string { return &c.CompletionGroup }, nonEmpty)},
 	{"completions.claim_idle", completion.DefaultClaimIdle.String(), duration(func(c *Config) *time.Duration { return &c.CompletionClaimIdle }, durationAtLeast(10*time.Millisecond))},
 	{"http.addr", "127.0.0.1:8080", str(func(c *Config) *string { return &c.HTTPAddr }, checkListenAddr)},
@@ -363,6 +369,8 @@ func (c Config) CoordinatorOptions(log *slog.Logger) coordinator.Options {
 		LeaseTTL:       c.LeaseTTL,
 		AckTimeout:     c.AckTimeout,
 		SweepInterval:  c.SweepInterval,
+		WaitReplicas:   c.WaitReplicas,
+		WaitTimeout:    c.WaitTimeout,
 		Logger:         log,
 	}
 }

@@ -398,3 +398,20 @@ func TestRateAndQuotaErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestDurabilityKeys: durability.wait_replicas and .wait_timeout reach the
+// Coordinator's options; a negative replica count is refused by name.
+func TestDurabilityKeys(t *testing.T) {
+	c, err := config.Load(config.Sources{Environ: []string{"BATON_DURABILITY_WAIT_REPLICAS=2", "BATON_DURABILITY_WAIT_TIMEOUT=250ms"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.CoordinatorOptions(nil)
+	if o.WaitReplicas != 2 || o.WaitTimeout != 250*time.Millisecond {
+		t.Fatalf("options: WaitReplicas %d, WaitTimeout %v; want 2 and 250ms", o.WaitReplicas, o.WaitTimeout)
+	}
+	_, err = config.Load(config.Sources{Environ: []string{"BATON_DURABILITY_WAIT_REPLICAS=-1"}})
+	if err == nil || !strings.Contains(err.Error(), "durability.wait_replicas") {
+		t.Fatalf("wait_replicas -1: %v, want an error naming durability.wait_replicas", err)
+	}
+}

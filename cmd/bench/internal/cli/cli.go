@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/batonhq/baton/cmd/bench/internal/redisstats"
 	"github.com/batonhq/baton/cmd/bench/internal/report"
 	"github.com/batonhq/baton/cmd/bench/internal/workload"
+	"github.com/batonhq/baton/coordinator"
 	"github.com/batonhq/baton/limits"
 )
 
@@ -39,11 +41,19 @@ const (
 type Flags struct {
 	// Redis, JSON, Mode and Workload (--actions ... --processes) describe the run;
 	// WorkText is --work as given.
-	Redis    string
-	JSON     bool
-	Mode     string
-	Workload workload.Workload
-	WorkText string
+	Redis string
+	JSON  bool
+	// Cluster is --cluster (seed addresses); StartCluster and StartRedis
+	// are --start-cluster and --start-redis.
+	Cluster      string
+	StartCluster bool
+	StartRedis   bool
+	// WaitReplicas and WaitTimeout configure every Coordinator.
+	WaitReplicas int
+	WaitTimeout  time.Duration
+	Mode         string
+	Workload     workload.Workload
+	WorkText     string
 
 	// Calibrate is --calibrate; CalibrateSet says whether it was given.
 	Calibrate         bool
@@ -89,6 +99,11 @@ func Parse(args []string, stderr io.Writer) (*Flags, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&f.Redis, "redis", "", "Redis to measure, redis://host:port (loopback only); empty: an in-process miniredis (not Redis figures)")
+	fs.StringVar(&f.Cluster, "cluster", "", "Redis Cluster to measure: seed addresses host:port,host:port (loopback only); throughput mode")
+	fs.BoolVar(&f.StartCluster, "start-cluster", false, "start a loopback Redis Cluster of 3 masters and 3 replicas (redis-server on PATH) and measure it; throughput mode")
+	fs.BoolVar(&f.StartRedis, "start-redis", false, "start one loopback redis-server (on PATH) and measure it")
+	fs.IntVar(&f.WaitReplicas, "wait-replicas", 0, "Coordinator WaitReplicas: state-changing calls wait for this many replicas (WAIT)")
+	fs.DurationVar(&f.WaitTimeout, "wait-timeout", coordinator.DefaultWaitTimeout, "Coordinator WaitTimeout")
 	fs.BoolVar(&f.JSON, "json", false, "print exactly one JSON object on stdout instead of the table")
 	fs.StringVar(&f.Mode, "mode", "throughput", "throughput, memory, sweep, crash, throttle or quota")
 	fs.IntVar(&f.Workload.Actions, "actions", 8, "distinct actions")
@@ -205,6 +220,29 @@ func (f *Flags) validate() error {
 			return err
 		}
 	}
+	targets := 0
+	for _, set := range []bool{f.Redis != "", f.Cluster != "", f.StartCluster, f.StartRedis} {
+		if set {
+			targets++
+		}
+	}
+	if targets > 1 {
+		return errors.New("give at most one of --redis, --cluster, --start-cluster and --start-redis")
+	}
+	if f.Cluster != "" {
+		if _, err := parseSeeds(f.Cluster); err != nil {
+			return err
+		}
+	}
+	if (f.Cluster != "" || f.StartCluster) && f.Mode != "throughput" {
+		return fmt.Errorf("--mode %s: a cluster is measured in throughput mode only", f.Mode)
+	}
+	if (f.Cluster != "" || f.StartCluster) && (f.Baseline != "" || f.Via == "http") {
+		return errors.New("--baseline and --via http: not on a cluster")
+	}
+	if f.WaitReplicas < 0 || f.WaitTimeout < time.Millisecond {
+		return errors.New("--wait-replicas must be >= 0 and --wait-timeout at least 1ms")
+	}
 	if f.AckTimeout >= f.LeaseTTL {
 		return errors.New("--ack-timeout must be below --lease-ttl")
 	}
@@ -269,6 +307,8 @@ func childMain(specJSON string, stderr io.Writer) int {
 // env is the Redis a run measures.
 type env struct {
 	url       string
+	cluster   []string // seeds, for a cluster run
+	stop      func()   // stops what --start-cluster or --start-redis started
 	miniredis bool
 	version   string
 	prefix    string
@@ -277,7 +317,37 @@ type env struct {
 
 func setup(ctx context.Context, f *Flags) (*env, error) {
 	e := &env{url: f.Redis, prefix: "bench-" + randomHex(4)}
-	if f.Redis == "" {
+	switch {
+	case f.StartCluster:
+		seeds, stop, err := startCluster()
+		if err != nil {
+			return nil, err
+		}
+		e.cluster, e.stop = seeds, stop
+	case f.Cluster != "":
+		e.cluster, _ = parseSeeds(f.Cluster)
+	case f.StartRedis:
+		url, stop, err := startRedis()
+		if err != nil {
+			return nil, err
+		}
+		e.url, e.stop = url, stop
+	}
+	if len(e.cluster) > 0 {
+		rdb, _, err := loadgen.ConnectCluster(e.cluster, 2)
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		defer rdb.Close()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			e.close()
+			return nil, fmt.Errorf("cluster %v: %w", e.cluster, err)
+		}
+		e.version = redisstats.ServerVersion(ctx, rdb)
+		return e, nil
+	}
+	if e.url == "" {
 		mr, err := miniredis.Run()
 		if err != nil {
 			return nil, fmt.Errorf("starting miniredis: %w", err)
@@ -287,10 +357,12 @@ func setup(ctx context.Context, f *Flags) (*env, error) {
 	}
 	rdb, _, err := loadgen.Connect(e.url, 2)
 	if err != nil {
+		e.close()
 		return nil, err
 	}
 	defer rdb.Close()
 	if err := rdb.Ping(ctx).Err(); err != nil {
+		e.close()
 		return nil, fmt.Errorf("redis %s: %w", e.url, err)
 	}
 	e.version = redisstats.ServerVersion(ctx, rdb)
@@ -301,11 +373,17 @@ func (e *env) close() {
 	if e.mr != nil {
 		e.mr.Close()
 	}
+	if e.stop != nil {
+		e.stop()
+	}
 }
 
 func (e *env) target() string {
 	if e.miniredis {
 		return "in-process miniredis: NOT Redis figures (use --redis redis://127.0.0.1:PORT)"
+	}
+	if len(e.cluster) > 0 {
+		return fmt.Sprintf("Redis Cluster %s seeded with %s", e.version, strings.Join(e.cluster, ","))
 	}
 	return fmt.Sprintf("Redis %s at %s", e.version, loadgen.Host(e.url))
 }
@@ -346,6 +424,9 @@ func run(ctx context.Context, f *Flags, stderr io.Writer) (*report.Report, error
 		return nil, err
 	}
 	defer e.close()
+	if len(e.cluster) > 0 {
+		return runClusterThroughput(ctx, f, e, stderr)
+	}
 	switch f.Mode {
 	case "memory":
 		return runMemory(ctx, f, e)

@@ -56,6 +56,11 @@ type Report struct {
 	Throttle *Throttle `json:"throttle,omitempty"`
 	Quota    *Quota    `json:"quota,omitempty"`
 
+	// Masters are a cluster run's per-master figures; BusiestOverMean is the
+	// busiest master's Redis CPU over the masters' mean.
+	Masters         []MasterCPU `json:"masters,omitempty"`
+	BusiestOverMean float64     `json:"busiest_over_mean,omitempty"`
+
 	// Failed lists the promises broken in this run; the exit code is non-zero when it is not empty.
 	Failed []string `json:"failed,omitempty"`
 	// Notes say what a reader must know to read the figures.
@@ -306,6 +311,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(tw, "work_bound_admissions_per_s\t%.0f\t(actions x limit / mean work)\n", r.WorkBoundAdmissionsPerS)
 		}
 	}
+	if len(r.Masters) > 0 {
+		fmt.Fprintf(tw, "\nmaster\tactions\tredis_cpu_us\tus_per_admission\tshare\n")
+		for _, m := range r.Masters {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.2f\n", m.Addr, m.Actions, m.CPUUs, m.CPUUsPerAdmission, m.Share)
+		}
+		fmt.Fprintf(tw, "busiest_over_mean\t%.2f\t(busiest master's Redis CPU / the masters' mean)\n", r.BusiestOverMean)
+	}
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(tw, "queued\t%d\t(%d-byte IDs, filled in %.2fs)\n", m.Queued, m.IDBytes, m.FillS)
 		fmt.Fprintf(tw, "used_memory\t%d -> %d\n", m.UsedBefore, m.UsedAfter)
@@ -464,4 +476,56 @@ func floats(v []float64) string {
 		parts[i] = fmt.Sprintf("%.2f", f)
 	}
 	return strings.Join(parts, " ")
+}
+
+// MasterCPU is one cluster master's share of a run.
+type MasterCPU struct {
+	// Addr is the master's host:port.
+	Addr string `json:"addr"`
+	// Actions counts the workload's actions whose slot it serves.
+	Actions int `json:"actions"`
+	// CPUUs is its INFO cpu (user + sys) difference over the run, µs.
+	CPUUs int64 `json:"cpu_us"`
+	// CPUUsPerAdmission is CPUUs over all the run's admissions.
+	CPUUsPerAdmission float64 `json:"cpu_us_per_admission"`
+	// Share is CPUUs over the sum of every master's.
+	Share float64 `json:"share"`
+}
+
+// SpreadOf builds the per-master figures from INFO cpu before and after,
+// the actions each master serves and the run's admissions, sorted by address.
+func SpreadOf(after, before map[string]int64, actions map[string]int, admitted int) []MasterCPU {
+	var total int64
+	for a, us := range after {
+		total += us - before[a]
+	}
+	out := make([]MasterCPU, 0, len(after))
+	for _, a := range slices.Sorted(maps.Keys(after)) {
+		m := MasterCPU{Addr: a, Actions: actions[a], CPUUs: after[a] - before[a]}
+		if admitted > 0 {
+			m.CPUUsPerAdmission = float64(m.CPUUs) / float64(admitted)
+		}
+		if total > 0 {
+			m.Share = float64(m.CPUUs) / float64(total)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// BusiestOverMean is the busiest master's CPU over the masters' mean (1:
+// perfectly even; 0 when unknown).
+func BusiestOverMean(ms []MasterCPU) float64 {
+	if len(ms) == 0 {
+		return 0
+	}
+	var sum, most int64
+	for _, m := range ms {
+		sum += m.CPUUs
+		most = max(most, m.CPUUs)
+	}
+	if sum == 0 {
+		return 0
+	}
+	return float64(most) / (float64(sum) / float64(len(ms)))
 }
