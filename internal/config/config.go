@@ -75,7 +75,8 @@ type Config struct {
 	LogFormat string
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration
-	// Policies are limits set at start-up on scopes that have none yet.
+	// Policies are limits, rates and quotas set at start-up, each kind on a
+	// scope that has none of that kind yet.
 	Policies []Policy
 }
 
@@ -114,10 +115,33 @@ type Redis struct {
 // rediss:// URL.
 func (r Redis) TLSOn() bool { return r.TLS || strings.HasPrefix(r.URL, "rediss://") }
 
-// Policy is one initial limit.
+// Policy is what one initial policy sets on a scope: a concurrency limit,
+// a rate and a quota, each nil when not set (at least one is set).
 type Policy struct {
 	Scope         limits.Scope
-	MaxConcurrent int
+	MaxConcurrent *int
+	Rate          *limits.Rate
+	Quota         *limits.Quota
+}
+
+// String renders the policy as "pack:slack: max_concurrent 4, rate
+// 100/1m burst 10, quota 10000/day", the kinds it sets only.
+func (p Policy) String() string {
+	var parts []string
+	if p.MaxConcurrent != nil {
+		n := fmt.Sprint(*p.MaxConcurrent)
+		if *p.MaxConcurrent == limits.Unlimited {
+			n = "unlimited"
+		}
+		parts = append(parts, "max_concurrent "+n)
+	}
+	if p.Rate != nil {
+		parts = append(parts, fmt.Sprintf("rate %s burst %d", limits.RateSpec(*p.Rate), p.Rate.Burst))
+	}
+	if p.Quota != nil {
+		parts = append(parts, "quota "+p.Quota.String())
+	}
+	return p.Scope.String() + ": " + strings.Join(parts, ", ")
 }
 
 // Sources are the inputs of Load beside the defaults.

@@ -26,6 +26,7 @@ import (
 	"github.com/batonhq/baton/cmd/bench/internal/report"
 	"github.com/batonhq/baton/cmd/bench/internal/workload"
 	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/limits"
 )
 
 // Exit codes.
@@ -80,6 +81,12 @@ type Flags struct {
 	// Crash mode.
 	KillWhen  string
 	KillAfter float64
+
+	// Throttle and quota modes: --rate, --burst, --quota and --duration.
+	RateText  string
+	Burst     int
+	QuotaText string
+	Duration  time.Duration
 }
 
 // Parse reads the command line.
@@ -98,7 +105,7 @@ func Parse(args []string, stderr io.Writer) (*Flags, error) {
 	fs.IntVar(&f.WaitReplicas, "wait-replicas", 0, "Coordinator WaitReplicas: state-changing calls wait for this many replicas (WAIT)")
 	fs.DurationVar(&f.WaitTimeout, "wait-timeout", coordinator.DefaultWaitTimeout, "Coordinator WaitTimeout")
 	fs.BoolVar(&f.JSON, "json", false, "print exactly one JSON object on stdout instead of the table")
-	fs.StringVar(&f.Mode, "mode", "throughput", "throughput, memory, sweep or crash")
+	fs.StringVar(&f.Mode, "mode", "throughput", "throughput, memory, sweep, crash, throttle or quota")
 	fs.IntVar(&f.Workload.Actions, "actions", 8, "distinct actions")
 	fs.IntVar(&f.Workload.Limit, "limit", 4, "concurrency limit per action")
 	fs.IntVar(&f.Workload.Executions, "executions", 500, "executions per action")
@@ -124,6 +131,10 @@ func Parse(args []string, stderr io.Writer) (*Flags, error) {
 	fs.IntVar(&f.SweepPasses, "sweep-passes", 5, "sweep: passes measured of each kind")
 	fs.StringVar(&f.KillWhen, "kill-when", "holding", "crash: kill the victim while it holds slots (holding) or while it only waits (waiting)")
 	fs.Float64Var(&f.KillAfter, "kill-after", 0.25, "crash: kill once this fraction of the executions finished")
+	fs.StringVar(&f.RateText, "rate", "200/1s", "throttle: the rate of the throttled phase, LIMIT/PER (per action, set on their pack)")
+	fs.IntVar(&f.Burst, "burst", 10, "throttle: the rate's burst")
+	fs.StringVar(&f.QuotaText, "quota", "100/minute", "quota: the quota, LIMIT/WINDOW (per action, set on their pack)")
+	fs.DurationVar(&f.Duration, "duration", 65*time.Second, "quota: how long the clients ask (more than a minute crosses a window)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -160,8 +171,24 @@ func (f *Flags) validate() error {
 		if f.IdleActions < 1 || f.Due < 1 || f.SweepPasses < 1 {
 			return errors.New("--idle-actions, --due and --sweep-passes must be >= 1")
 		}
+	case "throttle", "quota":
+		if err := f.Workload.Validate(); err != nil {
+			return err
+		}
+		if f.Workload.Processes != 1 {
+			return fmt.Errorf("--mode %s runs in one process: --processes must be 1", f.Mode)
+		}
+		if _, err := limits.ParseRateSpec(f.RateText, f.Burst); err != nil {
+			return fmt.Errorf("--rate %q --burst %d: %w", f.RateText, f.Burst, err)
+		}
+		if _, err := limits.ParseQuotaSpec(f.QuotaText); err != nil {
+			return fmt.Errorf("--quota %q: %w", f.QuotaText, err)
+		}
+		if f.Duration <= 0 {
+			return errors.New("--duration must be > 0")
+		}
 	default:
-		return fmt.Errorf("--mode %q: want throughput, memory, sweep or crash", f.Mode)
+		return fmt.Errorf("--mode %q: want throughput, memory, sweep, crash, throttle or quota", f.Mode)
 	}
 	if f.Queued < 0 || f.IDBytes < 8 || f.IDBytes > 255 {
 		return errors.New("--queued must be >= 0 and --id-bytes within 8..255")
@@ -407,6 +434,10 @@ func run(ctx context.Context, f *Flags, stderr io.Writer) (*report.Report, error
 		return runSweep(ctx, f, e, stderr)
 	case "crash":
 		return runCrash(ctx, f, e, stderr)
+	case "throttle":
+		return runThrottle(ctx, f, e)
+	case "quota":
+		return runQuota(ctx, f, e)
 	}
 	return runThroughput(ctx, f, e, stderr)
 }

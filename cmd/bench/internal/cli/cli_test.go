@@ -221,6 +221,11 @@ func TestFlagsRefused(t *testing.T) {
 		{"--clients", "4"},
 		{"--baseline", "token-bucket"},
 		{"--ack-timeout", "40s"},
+		{"--mode", "throttle", "--rate", "100"},
+		{"--mode", "throttle", "--rate", "100/1m", "--burst", "-1"},
+		{"--mode", "throttle", "--processes", "2"},
+		{"--mode", "quota", "--quota", "10/week"},
+		{"--mode", "quota", "--duration", "0s"},
 		{"--cluster", "10.0.0.1:7000,127.0.0.1:7001"},
 		{"--cluster", ","},
 		{"--cluster", "127.0.0.1:7000", "--redis", "redis://127.0.0.1:6379"},
@@ -229,6 +234,8 @@ func TestFlagsRefused(t *testing.T) {
 		{"--start-cluster", "--baseline", "polling"},
 		{"--start-cluster", "--via", "http"},
 		{"--wait-replicas", "-1"},
+		{"--start-cluster", "--mode", "throttle"},
+		{"--start-cluster", "--mode", "quota"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := Main(args, &out, &errOut); code != ExitError || out.Len() != 0 {
