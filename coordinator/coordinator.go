@@ -149,17 +149,23 @@ func waitClient(rdb redis.UniversalClient, n int) (redis.UniversalClient, bool) 
 	case *redis.Client:
 		o := *c.Options()
 		o.MaxRetries, o.PoolSize, o.MinIdleConns, o.MaxIdleConns = -1, n, 0, n
+		o.MaintNotificationsConfig = noMaintNotifications()
 		return redis.NewClient(&o), true
 	case *redis.ClusterClient:
 		o := *c.Options()
 		o.MaxRetries, o.PoolSize, o.MinIdleConns, o.MaxIdleConns = -1, n, 0, n
-		// The copied options share the original's maintenance-notification
-		// setup, whose handlers a second client cannot register again (go-redis
-		// logs it on every node connection). Blocking waits need none.
-		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+		o.MaintNotificationsConfig = noMaintNotifications()
 		return redis.NewClusterClient(&o), true
 	}
 	return rdb, false
+}
+
+// noMaintNotifications turns maintenance notifications off in a copy of a
+// client's options: the copy shares the original's notification setup, whose
+// handlers a second client cannot register again (go-redis logs that on every
+// new connection). Blocking waits need none.
+func noMaintNotifications() *maintnotifications.Config {
+	return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 }
 
 // readTimeout is the client's read timeout where its type tells (0: unknown

@@ -109,6 +109,7 @@ func NewCoordinator(ctx context.Context, rdb redis.UniversalClient, counter *red
 		wo := *r.Options()
 		wo.MaxRetries = -1
 		wo.PoolSize = cmp.Or(o.MaxWaitConns, coordinator.DefaultMaxWaitConns)
+		wo.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled} // see coordinator's waitClient
 		wait = redis.NewClient(&wo)
 	case *redis.ClusterClient:
 		wo := *r.Options()
