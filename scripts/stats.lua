@@ -51,10 +51,9 @@ if QUOTA then
   used, reset = n, str(stop)
 end
 local totals = {}
-for _, f in ipairs({ 'enqueued', 'admitted', 'completed', 'timed_out', 'canceled', 'rejected', 'reclaimed', 'abandoned',
-  'throttled', 'quota_rejected' }) do
+for i, f in ipairs(TOTALS) do
   totals[#totals + 1] = f
-  totals[#totals + 1] = str(M[f])
+  totals[#totals + 1] = T[i]
 end
 return {
   redis.call('LLEN', K.queue), redis.call('ZCARD', K.running), tonumber(limit), source, head_seq, str(NOW),
