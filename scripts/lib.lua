@@ -275,18 +275,10 @@ local function flush()
   end
 end
 
--- Base-62 digits: 0-9 A-Z a-z. B62C maps a digit to its byte, B62V a byte
--- to its digit (table lookups: cheaper than a function call per digit).
-local B62C, B62V = {}, {}
-for d = 0, 61 do
-  local b = d + 48
-  if d >= 36 then
-    b = d + 61
-  elseif d >= 10 then
-    b = d + 55
-  end
-  B62C[d], B62V[b] = b, d
-end
+-- Base-62 digits: 0-9 A-Z a-z. A digit d is the byte
+-- d + 48 + (d > 9 and 7 or 0) + (d > 35 and 6 or 0), written out inline below:
+-- no function call or table per digit (a table would cost every EVAL call
+-- its construction).
 
 -- waiting_value packs a waiter: its seq as 9 base-62 digits, then its owner
 -- (12 bytes with a 3-character owner: the allocator's 16-byte class).
@@ -308,15 +300,27 @@ local function waiting_value(seq, owner)
   n = (n - d3) / 62
   local d2 = n % 62
   local d1 = ((n - d2) / 62) % 62
-  return string.char(B62C[d1], B62C[d2], B62C[d3], B62C[d4], B62C[d5], B62C[d6], B62C[d7], B62C[d8], B62C[d9])
-    .. owner
+  return string.char(
+    d1 + 48 + (d1 > 9 and 7 or 0) + (d1 > 35 and 6 or 0), d2 + 48 + (d2 > 9 and 7 or 0) + (d2 > 35 and 6 or 0),
+    d3 + 48 + (d3 > 9 and 7 or 0) + (d3 > 35 and 6 or 0), d4 + 48 + (d4 > 9 and 7 or 0) + (d4 > 35 and 6 or 0),
+    d5 + 48 + (d5 > 9 and 7 or 0) + (d5 > 35 and 6 or 0), d6 + 48 + (d6 > 9 and 7 or 0) + (d6 > 35 and 6 or 0),
+    d7 + 48 + (d7 > 9 and 7 or 0) + (d7 > 35 and 6 or 0), d8 + 48 + (d8 > 9 and 7 or 0) + (d8 > 35 and 6 or 0),
+    d9 + 48 + (d9 > 9 and 7 or 0) + (d9 > 35 and 6 or 0)) .. owner
 end
 
 -- parse_waiting returns the decimal seq and the owner of a waiting value.
+-- The digit of a byte b is b - 48 - (b > 64 and 7 or 0) - (b > 96 and 6 or 0).
 local function parse_waiting(v)
   local b1, b2, b3, b4, b5, b6, b7, b8, b9 = string.byte(v, 1, 9)
-  local n = ((((((((B62V[b1] * 62 + B62V[b2]) * 62 + B62V[b3]) * 62 + B62V[b4]) * 62 + B62V[b5]) * 62 + B62V[b6]) * 62
-    + B62V[b7]) * 62 + B62V[b8]) * 62 + B62V[b9])
+  local n = b1 - 48 - (b1 > 64 and 7 or 0) - (b1 > 96 and 6 or 0)
+  n = n * 62 + b2 - 48 - (b2 > 64 and 7 or 0) - (b2 > 96 and 6 or 0)
+  n = n * 62 + b3 - 48 - (b3 > 64 and 7 or 0) - (b3 > 96 and 6 or 0)
+  n = n * 62 + b4 - 48 - (b4 > 64 and 7 or 0) - (b4 > 96 and 6 or 0)
+  n = n * 62 + b5 - 48 - (b5 > 64 and 7 or 0) - (b5 > 96 and 6 or 0)
+  n = n * 62 + b6 - 48 - (b6 > 64 and 7 or 0) - (b6 > 96 and 6 or 0)
+  n = n * 62 + b7 - 48 - (b7 > 64 and 7 or 0) - (b7 > 96 and 6 or 0)
+  n = n * 62 + b8 - 48 - (b8 > 64 and 7 or 0) - (b8 > 96 and 6 or 0)
+  n = n * 62 + b9 - 48 - (b9 > 64 and 7 or 0) - (b9 > 96 and 6 or 0)
   return str(n), string.sub(v, 10)
 end
 
