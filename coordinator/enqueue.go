@@ -71,8 +71,7 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 	case scripts.Full:
 		return nil, fmt.Errorf("%w: %s holds %d waiting executions", ErrQueueFull, action, c.opts.MaxQueueLength)
 	case scripts.OverQuota:
-		p := c.policyArgs(action)
-		return nil, &QuotaError{Action: action, Quota: p.Quota, Source: p.QuotaSource, RetryAt: time.UnixMilli(rep.RetryAt)}
+		return nil, &QuotaError{Action: action, Quota: rep.Quota, Source: rep.QuotaSource, RetryAt: time.UnixMilli(rep.RetryAt)}
 	case scripts.Admitted, scripts.Running:
 		for {
 			a := c.action(action)

@@ -18,6 +18,10 @@ var (
 	// ErrCanceled: the waiting execution was canceled (CancelExecution, or
 	// re-attached by another process).
 	ErrCanceled = errors.New("baton: canceled")
+	// ErrReattached: the waiting execution was re-attached by another
+	// process (EnqueueAndWait with its ID there), where it keeps its place.
+	// It is an ErrCanceled too.
+	ErrReattached = fmt.Errorf("%w: re-attached by another process", ErrCanceled)
 	// ErrInvalidArgument: bad input; the message names the problem. Nothing was written.
 	ErrInvalidArgument = errors.New("baton: invalid argument")
 	// ErrLeaseLost: the slot was reclaimed (lease expired, grant not

@@ -47,7 +47,8 @@ type Holder struct {
 	// Token is its fencing token; 0 when its holders entry is missing or
 	// unreadable (Redis lost it; the core reclaims the slot at its deadline).
 	Token int64
-	// Owner is the Coordinator (process) that holds it.
+	// Owner is the Coordinator (process) that holds it, or "-" for a lease
+	// held by its token (KeepLease: an HTTP API client's).
 	Owner string
 	// Since is when the slot was granted (Redis clock).
 	Since time.Time

@@ -223,3 +223,82 @@ func (a *action) renew() {
 		l.mu.Unlock()
 	}
 }
+
+// KeepLease extends the lease of executionID, named by its fencing token,
+// to ttl from now on the Redis clock, and returns its new deadline. Any
+// process may call it: the token is the proof of holding. The lease is then
+// held by its token rather than by a process: no Coordinator's heartbeat
+// renews it any more (this one lets go of its own Lease for it, whose Lost
+// channel closes), so it is reclaimed ttl after the last KeepLease unless
+// released first (ReleaseLease). This is how an executor that is not a
+// Coordinator, such as a client of the daemon's HTTP API, holds a slot.
+//
+// It returns ErrLeaseLost when the token holds no slot: unknown, released,
+// reclaimed, re-granted under another token, or expired (an expired lease
+// is reclaimed then, not revived).
+func (c *Coordinator) KeepLease(ctx context.Context, action, executionID string, token int64, ttl time.Duration) (time.Time, error) {
+	if c.opts.ReadOnly {
+		return time.Time{}, ErrReadOnly
+	}
+	if err := validateToken(action, executionID, token); err != nil {
+		return time.Time{}, err
+	}
+	if ttl < time.Millisecond {
+		return time.Time{}, fmt.Errorf("%w: lease TTL %v: must be at least 1ms", ErrInvalidArgument, ttl)
+	}
+	c.letGo(action, executionID, token)
+	r, err := scripts.Keep(ctx, c.run, c.keys.Action(action), executionID, token, ttl, c.opts.AckTimeout)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("baton: keep %s/%s: %w", action, executionID, err)
+	}
+	c.schedule(ctx, action, r.Due, r.Wake)
+	if !r.Held {
+		return time.Time{}, fmt.Errorf("%w: %s/%s (token %d) holds no slot", ErrLeaseLost, action, executionID, token)
+	}
+	return time.UnixMilli(r.Deadline), nil
+}
+
+// ReleaseLease frees the slot that executionID holds under token and hands
+// it to the oldest waiter, from any process: Lease.Release without the
+// Lease. It returns ErrLeaseLost when the token holds no slot (released
+// already, reclaimed, or another token's); nothing is freed then.
+func (c *Coordinator) ReleaseLease(ctx context.Context, action, executionID string, token int64) error {
+	if err := validateToken(action, executionID, token); err != nil {
+		return err
+	}
+	held, err := c.release(ctx, action, executionID, token)
+	if err != nil {
+		return err
+	}
+	if !held {
+		return fmt.Errorf("%w: %s/%s (token %d) held no slot", ErrLeaseLost, action, executionID, token)
+	}
+	return nil
+}
+
+func validateToken(action, executionID string, token int64) error {
+	if err := validate(action, executionID); err != nil {
+		return err
+	}
+	if token < 1 {
+		return fmt.Errorf("%w: token %d: fencing tokens are whole numbers from 1", ErrInvalidArgument, token)
+	}
+	return nil
+}
+
+// letGo stops this process renewing its lease of id under fence, if it has
+// one: the lease is about to be held by its token (KeepLease).
+func (c *Coordinator) letGo(ref, id string, fence int64) {
+	c.amu.Lock()
+	a := c.actions[ref]
+	c.amu.Unlock()
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if l := a.leases[id]; l != nil && l.fence == fence {
+		delete(a.leases, id)
+		l.markLost()
+	}
+}

@@ -179,7 +179,7 @@ func TestRateFIFOBehindThrottledHead(t *testing.T) {
 			})
 			dones = append(dones, ch)
 		}
-		e.runClock(t, 10*time.Millisecond)
+		e.runClock(t, 4*time.Millisecond) // twice real time: heartbeats (LeaseTTL/3 real) keep owners alive
 		for i, ch := range dones {
 			if err := recv(t, ch, fmt.Sprint("w", i)); err != nil {
 				t.Fatal(err)
@@ -497,8 +497,8 @@ func TestQuotaCounts(t *testing.T) {
 		if !errors.As(err, &qe) || !errors.Is(err, coordinator.ErrQuotaExceeded) {
 			t.Fatalf("over the quota: %v", err)
 		}
-		if !qe.RetryAt.Equal(st.QuotaResetAt) || qe.RetryAt.UnixMilli()%60000 != 0 || qe.Source != "pack:quota" {
-			t.Fatalf("RetryAt %v (stats: reset at %v), source %q", qe.RetryAt, st.QuotaResetAt, qe.Source)
+		if !qe.RetryAt.Equal(st.QuotaResetAt) || qe.RetryAt.UnixMilli()%60000 != 0 || qe.Source != "pack:quota" || qe.Quota != (limits.Quota{Limit: 5, Window: limits.Minute}) {
+			t.Fatalf("RetryAt %v (stats: reset at %v), quota %v from %q", qe.RetryAt, st.QuotaResetAt, qe.Quota, qe.Source)
 		}
 		if after := e.dump(); !sameExceptTotals(before, after) {
 			t.Fatalf("a refused request changed Redis:\nbefore %v\nafter  %v", before, after)

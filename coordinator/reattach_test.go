@@ -216,8 +216,8 @@ func TestStaleSupersedeToken(t *testing.T) {
 		go func() { l, err := cB.EnqueueAndWait(xB2, a, "x"); secondB <- result{l, err} }()
 		select {
 		case err := <-firstA:
-			if !errors.Is(err, coordinator.ErrCanceled) {
-				t.Fatalf("A's call for x after B re-attached it: %v, want ErrCanceled", err)
+			if !errors.Is(err, coordinator.ErrCanceled) || !errors.Is(err, coordinator.ErrReattached) {
+				t.Fatalf("A's call for x after B re-attached it: %v, want ErrReattached (an ErrCanceled)", err)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("A's call for x was not told that B re-attached it")

@@ -31,7 +31,8 @@ type QueueStats struct {
 	// RateSource is the scope the rate came from, or "default" when none applies.
 	RateSource string
 	// ThrottledUntil is when the head of the queue gets its rate token
-	// (Redis clock), when the head waits for one; zero otherwise.
+	// (Redis clock), when the head waits for one; zero otherwise, and with a
+	// rate of 0 (no token comes).
 	ThrottledUntil time.Time
 	// Quota is the quota in force; the zero Quota when none.
 	Quota limits.Quota
@@ -162,7 +163,8 @@ type ExecutionState struct {
 	Action      string
 	ExecutionID string
 	Status      ExecutionStatus
-	// Owner is the Coordinator that waits for or holds it.
+	// Owner is the Coordinator that waits for or holds it, or "-" for a
+	// lease held by its token (KeepLease).
 	Owner string
 	// Position is the place in the queue (0 is the head); waiting only.
 	Position int64

@@ -16,8 +16,10 @@ import (
 // runs tick.lua then. Nothing polls while the head waits; the sweep index
 // holds the same time as a backstop should this process stop first.
 type ticks struct {
-	mu     sync.Mutex
-	timers map[string]*tickTimer // by action ref
+	mu      sync.Mutex
+	stopped bool                  // Close began: no new timer, no new tick
+	timers  map[string]*tickTimer // by action ref
+	running sync.WaitGroup        // ticks in flight; Close waits for them
 }
 
 type tickTimer struct {
@@ -40,7 +42,7 @@ func (c *Coordinator) armTick(ref string, d time.Duration) {
 	at := time.Now().Add(d)
 	c.ticks.mu.Lock()
 	defer c.ticks.mu.Unlock()
-	if c.isClosed() {
+	if c.ticks.stopped {
 		return
 	}
 	if c.ticks.timers == nil {
@@ -63,10 +65,13 @@ func (c *Coordinator) tick(ref string, t *tickTimer) {
 	if c.ticks.timers[ref] == t {
 		delete(c.ticks.timers, ref)
 	}
-	c.ticks.mu.Unlock()
-	if c.isClosed() {
+	if c.ticks.stopped {
+		c.ticks.mu.Unlock()
 		return
 	}
+	c.ticks.running.Add(1) // under the mutex, before stopTicks can wait
+	c.ticks.mu.Unlock()
+	defer c.ticks.running.Done()
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
 	r, err := scripts.Tick(ctx, c.run, c.keys.Action(ref), c.opts.AckTimeout)
@@ -78,15 +83,19 @@ func (c *Coordinator) tick(ref string, t *tickTimer) {
 	c.schedule(ctx, ref, r.Due, r.Wake)
 }
 
-// tickRetry is how soon a tick that could not reach Redis is tried again.
-const tickRetry = 100 * time.Millisecond
+// tickRetry is how soon a tick that could not reach Redis is tried again
+// (the sweep index holds the same time, for any sweeper to act on).
+const tickRetry = time.Second
 
-// stopTicks stops every tick timer (Close).
+// stopTicks stops every tick timer and waits for the ticks in flight
+// (Close): none runs after it returns.
 func (c *Coordinator) stopTicks() {
 	c.ticks.mu.Lock()
-	defer c.ticks.mu.Unlock()
+	c.ticks.stopped = true
 	for ref, t := range c.ticks.timers {
 		t.timer.Stop()
 		delete(c.ticks.timers, ref)
 	}
+	c.ticks.mu.Unlock()
+	c.ticks.running.Wait()
 }

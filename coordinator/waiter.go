@@ -183,7 +183,7 @@ func removalError(kind string) error {
 	case "t":
 		return ErrQueueTimeout
 	case "s":
-		return errors.Join(ErrCanceled, errors.New("baton: re-attached by another process"))
+		return ErrReattached
 	case "e":
 		return errors.Join(ErrLeaseLost, errors.New("baton: waiter dropped: its process was presumed dead"))
 	}

@@ -16,8 +16,9 @@
 --   "running"  fence seq due wake 0   already holds a slot: the caller takes over its lease
 --   "queued"   0     seq due wake 0   waiting (new, or re-attached keeping its place)
 --   "full"     0     ""  0   0    0   the queue holds ARGV[4] executions; nothing stored
---   "quota"    0     ""  0   0    t   the quota of the window is used up; nothing
---                                     stored; t (ms) is when the window ends
+--   "quota"    0     ""  0   0    t q the quota of the window is used up; nothing
+--                                     stored; t (ms) is when the window ends, q the
+--                                     quota in force: "<limit>,<window ms>,<source>"
 -- due > 0 asks the caller to add the action to the sweep index at that time;
 -- wake > 0 asks it to run tick.lua in wake µs (a throttled head's token).
 --
@@ -69,7 +70,8 @@ if QUOTA then
   if used >= QUOTA.limit then
     bump('quota_rejected')
     flush()
-    return { 'quota', 0, '', 0, '0', str(stop) }
+    local source = redis.call('HGET', K.meta, 'quota_source') or 'default'
+    return { 'quota', 0, '', 0, '0', str(stop), str(QUOTA.limit) .. ',' .. str(QUOTA.win) .. ',' .. source }
   end
 end
 

@@ -18,7 +18,8 @@
 --   KEYS[6] meta     HASH  state (policy_version,limit,seq,fence), due (next_reclaim,
 --                          indexed_due), totals (the counters), limit_source; with a
 --                          rate: rate (limit,per_us,burst,tat,marked,sched) and
---                          rate_source; with a quota: quota (limit,window_ms), quota_source
+--                          rate_source; with a quota: quota (limit,window_ms), quota_source;
+--                          once either counted something: rq_totals (throttled,quota_rejected)
 --   KEYS[7] waits    HASH  wait-time histogram: le_<ms> buckets (their sum is the count), sum_us
 --   KEYS[8] quota    STRING "<window start ms>:<used>", the quota counter of the
 --                          current window; expires when the window ends (SET PX)
@@ -67,13 +68,15 @@ local MAX_TAU = 1e15
 -- values keep the hash a listpack.
 local STATE_PAT = '^(-?%d+),(-?%d+),(%d+),(%d+)$'
 local DUE_PAT = '^(%d+),(%d+)$'
-local TOTALS_PAT = '^(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)$'
-local TOTALS_PAT8 = '^(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)$' -- before rates and quotas
+local TOTALS_PAT = '^(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)$'
+local RQ_TOTALS_PAT = '^(%d+),(%d+)$'
 local RATE_PAT = '^(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)$'
 local QUOTA_PAT = '^(%d+),(%d+)$'
+-- The counters of rates and quotas are a field of their own (rq_totals), so
+-- that "totals" keeps the form every version of Baton reads.
 local GROUP = {
   policy_version = 'state', limit = 'state', seq = 'state', fence = 'state',
-  next_reclaim = 'due', indexed_due = 'due',
+  next_reclaim = 'due', indexed_due = 'due', throttled = 'rq', quota_rejected = 'rq',
 }
 
 -- The state of one call, set by begin(). As a Redis Function library these
@@ -107,12 +110,11 @@ end
 -- TOTALS names the counters of "totals" in their order; TOTAL their index.
 -- They are kept as the decimal strings read (T): a call converts only the
 -- counters it changes, and flush joins the strings, so no call pays for
--- parsing and formatting ten numbers.
-local TOTALS = { 'enqueued', 'admitted', 'completed', 'timed_out', 'canceled', 'rejected', 'reclaimed', 'abandoned',
-  'throttled', 'quota_rejected' }
+-- parsing and formatting eight numbers. The counters of rq_totals (GROUP
+-- rq) are numbers in M, like state's.
+local TOTALS = { 'enqueued', 'admitted', 'completed', 'timed_out', 'canceled', 'rejected', 'reclaimed', 'abandoned' }
 local TOTAL = {
   enqueued = 1, admitted = 2, completed = 3, timed_out = 4, canceled = 5, rejected = 6, reclaimed = 7, abandoned = 8,
-  throttled = 9, quota_rejected = 10,
 }
 local T = {}
 
@@ -139,10 +141,11 @@ local function begin(keys, argv)
   NOW_US = t[1] * 1000000 + t[2]
   NOW = math.floor(NOW_US / 1000)
   M.policy_version, M.limit, M.seq, M.fence, M.next_reclaim, M.indexed_due = -1, -1, 0, 0, 0, 0
-  DIRTY.state, DIRTY.due, DIRTY.totals, DIRTY.rate = false, false, false, false
+  DIRTY.state, DIRTY.due, DIRTY.totals, DIRTY.rq, DIRTY.rate = false, false, false, false, false
   FRESH, REPORT, ALIVE = true, 0, {}
   RATE, QUOTA, THROTTLED, WAKE = nil, nil, 0, 0
-  local v = redis.call('HMGET', K.meta, 'state', 'due', 'totals', 'rate', 'quota')
+  M.throttled, M.quota_rejected = 0, 0
+  local v = redis.call('HMGET', K.meta, 'state', 'due', 'totals', 'rate', 'quota', 'rq_totals')
   local s = v[1]
   if s and s == MEMO_STATE then
     FRESH = false
@@ -167,21 +170,22 @@ local function begin(keys, argv)
   end
   s = v[3]
   if s and s == MEMO_TOTALS then
-    T[1], T[2], T[3], T[4], T[5], T[6], T[7], T[8], T[9], T[10] = MT[1], MT[2], MT[3], MT[4], MT[5], MT[6], MT[7],
-      MT[8], MT[9], MT[10]
+    T[1], T[2], T[3], T[4], T[5], T[6], T[7], T[8] = MT[1], MT[2], MT[3], MT[4], MT[5], MT[6], MT[7], MT[8]
   else
-    local a, b, c, d, e, f, g, h, i, j
+    local a, b, c, d, e, f, g, h
     if s then
-      a, b, c, d, e, f, g, h, i, j = string.match(s, TOTALS_PAT)
-      if not a then
-        a, b, c, d, e, f, g, h = string.match(s, TOTALS_PAT8)
-        i, j = '0', '0'
-      end
+      a, b, c, d, e, f, g, h = string.match(s, TOTALS_PAT)
     end
     if a then
-      T[1], T[2], T[3], T[4], T[5], T[6], T[7], T[8], T[9], T[10] = a, b, c, d, e, f, g, h, i, j
+      T[1], T[2], T[3], T[4], T[5], T[6], T[7], T[8] = a, b, c, d, e, f, g, h
     else
-      T[1], T[2], T[3], T[4], T[5], T[6], T[7], T[8], T[9], T[10] = '0', '0', '0', '0', '0', '0', '0', '0', '0', '0'
+      T[1], T[2], T[3], T[4], T[5], T[6], T[7], T[8] = '0', '0', '0', '0', '0', '0', '0', '0'
+    end
+  end
+  if v[6] then
+    local a, b = string.match(v[6], RQ_TOTALS_PAT)
+    if a then
+      M.throttled, M.quota_rejected = tonumber(a), tonumber(b)
     end
   end
   if v[4] then
@@ -213,7 +217,7 @@ local function total(f)
   return tonumber(T[TOTAL[f]])
 end
 
--- set and bump change a number of state or due (GROUP); bump also a counter of totals.
+-- set and bump change a number of a GROUP (state, due, rq); bump also a counter of totals.
 local function set(f, n)
   M[f] = n
   DIRTY[GROUP[f]] = true
@@ -258,10 +262,13 @@ local function flush()
   end
   if DIRTY.totals then
     MEMO_TOTALS = T[1] .. ',' .. T[2] .. ',' .. T[3] .. ',' .. T[4] .. ',' .. T[5] .. ',' .. T[6] .. ',' .. T[7]
-      .. ',' .. T[8] .. ',' .. T[9] .. ',' .. T[10]
-    MT[1], MT[2], MT[3], MT[4], MT[5], MT[6], MT[7], MT[8], MT[9], MT[10] = T[1], T[2], T[3], T[4], T[5], T[6], T[7],
-      T[8], T[9], T[10]
+      .. ',' .. T[8]
+    MT[1], MT[2], MT[3], MT[4], MT[5], MT[6], MT[7], MT[8] = T[1], T[2], T[3], T[4], T[5], T[6], T[7], T[8]
     args[n + 1], args[n + 2] = 'totals', MEMO_TOTALS
+    n = n + 2
+  end
+  if DIRTY.rq then
+    args[n + 1], args[n + 2] = 'rq_totals', string.format('%d,%d', M.throttled, M.quota_rejected)
     n = n + 2
   end
   if DIRTY.rate and RATE then

@@ -66,7 +66,7 @@ func (s *Script) Run(ctx context.Context, c redis.Scripter, keys []string, args 
 }
 
 // actionOps are the per-action operations, each a file with lib.lua's helpers.
-var actionOps = []string{"enqueue", "release", "cancel", "timeout", "renew", "reconcile", "sweep", "apply_policy", "stats", "state", "tick"}
+var actionOps = []string{"enqueue", "release", "cancel", "timeout", "renew", "reconcile", "sweep", "apply_policy", "stats", "state", "keep", "tick"}
 
 // Library is the Redis Function library of every per-action operation:
 // lib.lua once, then one function per operation. Its name carries a hash of
@@ -95,13 +95,14 @@ var (
 	applyPolicy = action("apply_policy")
 	stats       = action("stats")
 	state       = action("state")
+	keep        = action("keep")
 	tick        = action("tick")
 	claimDue    = &Script{name: "claim_due", s: redis.NewScript(read("claim_due.lua"))}
 )
 
 // All lists every script, for loading them ahead of use and for naming
 // EVALSHA calls in command counts.
-var All = []*Script{enqueue, release, cancel, timeout, renew, reconcile, sweep, applyPolicy, stats, state, tick, claimDue}
+var All = []*Script{enqueue, release, cancel, timeout, renew, reconcile, sweep, applyPolicy, stats, state, keep, tick, claimDue}
 
 func action(name string) *Script {
 	return &Script{
@@ -212,6 +213,9 @@ type EnqueueReply struct {
 	Wake time.Duration
 	// RetryAt is when the quota's window ends (ms, Redis clock), for OverQuota.
 	RetryAt int64
+	// Quota and QuotaSource are the quota that refused, for OverQuota.
+	Quota       limits.Quota
+	QuotaSource string
 }
 
 // Enqueue admits an execution or queues it (enqueue.lua).
@@ -229,6 +233,12 @@ func decodeEnqueue(v any) (EnqueueReply, error) {
 	out := EnqueueReply{Status: p.str(0), Fence: p.int(1), Due: p.int(3), Wake: wake(p.int(4)), RetryAt: p.int(5)}
 	if s := p.str(2); s != "" {
 		out.Seq, _ = strconv.ParseInt(s, 10, 64)
+	}
+	if out.Status == OverQuota && p.err == nil {
+		p = newReply("enqueue", v, 7)
+		if spec := p.str(6); p.err == nil {
+			out.Quota, out.QuotaSource, p.err = parseQuotaSpec(spec)
+		}
 	}
 	switch out.Status {
 	case Admitted, Running, Queued, Full, OverQuota:
@@ -282,6 +292,30 @@ func Release(ctx context.Context, r Runner, k keys.Action, execution string, fen
 	}
 	d := newReply("release", v, 4)
 	return ReleaseReply{Held: d.int(0) == 1, Granted: d.int(1), Due: d.int(2), Wake: wake(d.int(3))}, d.err
+}
+
+// KeepReply is keep.lua's reply.
+type KeepReply struct {
+	// Held is true when the token holds the execution's slot, now extended.
+	Held bool
+	// Deadline is the lease's new deadline in ms on the Redis clock (0 when not held).
+	Deadline int64
+	// Due > 0 asks the caller to add the action to the sweep index then.
+	Due int64
+	// Wake > 0 asks the caller to run Tick after it: the head waits for a rate token.
+	Wake time.Duration
+}
+
+// Keep extends a lease by execution ID and fencing token to ttl from now,
+// and hands it to whoever holds the token: no process's heartbeat renews it
+// after (keep.lua). An expired lease is reclaimed, not extended.
+func Keep(ctx context.Context, r Runner, k keys.Action, execution string, fence int64, ttl, ackTimeout time.Duration) (KeepReply, error) {
+	v, err := runAction(ctx, r, keep, k, execution, fence, ms(ttl), ms(ackTimeout))
+	if err != nil {
+		return KeepReply{}, err
+	}
+	d := newReply("keep", v, 4)
+	return KeepReply{Held: d.int(0) == 1, Deadline: d.int(1), Due: d.int(2), Wake: wake(d.int(3))}, d.err
 }
 
 // Cancel results.
@@ -628,17 +662,17 @@ func parseRateSpec(spec string) (limits.Rate, string, error) {
 func parseQuotaSpec(spec string) (limits.Quota, string, error) {
 	parts := strings.SplitN(spec, ",", 3)
 	if len(parts) != 3 {
-		return limits.Quota{}, "", fmt.Errorf("baton: stats: quota %q: want limit,window_ms,source", spec)
+		return limits.Quota{}, "", fmt.Errorf("baton: quota %q: want limit,window_ms,source", spec)
 	}
 	n, err1 := strconv.ParseInt(parts[0], 10, 64)
 	winMs, err2 := strconv.ParseInt(parts[1], 10, 64)
 	if err1 != nil || err2 != nil {
-		return limits.Quota{}, "", fmt.Errorf("baton: stats: quota %q: not integers", spec)
+		return limits.Quota{}, "", fmt.Errorf("baton: quota %q: not integers", spec)
 	}
 	for _, w := range []limits.Window{limits.Minute, limits.Hour, limits.Day} {
 		if w.Duration().Milliseconds() == winMs {
 			return limits.Quota{Limit: n, Window: w}, parts[2], nil
 		}
 	}
-	return limits.Quota{}, "", fmt.Errorf("baton: stats: quota %q: unknown window", spec)
+	return limits.Quota{}, "", fmt.Errorf("baton: quota %q: unknown window", spec)
 }

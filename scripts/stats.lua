@@ -55,6 +55,10 @@ for i, f in ipairs(TOTALS) do
   totals[#totals + 1] = f
   totals[#totals + 1] = T[i]
 end
+for _, f in ipairs({ 'throttled', 'quota_rejected' }) do
+  totals[#totals + 1] = f
+  totals[#totals + 1] = str(M[f])
+end
 return {
   redis.call('LLEN', K.queue), redis.call('ZCARD', K.running), tonumber(limit), source, head_seq, str(NOW),
   totals, redis.call('HGETALL', K.waits), rate, throttled_until, quota, used, reset,

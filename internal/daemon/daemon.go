@@ -56,17 +56,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	watching.Go(func() { watchRedis(watchCtx, rdb, outage) })
 	defer func() { stopWatch(); watching.Wait() }()
 
-	c, err := coordinator.New(rdb, cfg.CoordinatorOptions(log.With(slog.String("component", "coordinator"))))
+	copts := cfg.CoordinatorOptions(log.With(slog.String("component", "coordinator")))
+	c, err := coordinator.New(rdb, copts)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	copts = copts.WithDefaults()
+	stopPolls := make(chan struct{}) // closed when the HTTP server shuts down: acquire calls answer at once
 
 	m := metrics.New(c, log.With(slog.String("component", "metrics")))
 	handler := httpapi.New(httpapi.Options{
 		Coordinator: c, AuthToken: cfg.AuthToken, MaxBodyBytes: cfg.MaxBodyBytes,
 		Metrics: m.Handler(), Logger: log.With(slog.String("component", "http")), Version: version,
-		Dashboard: dashboard.Handler(),
+		Dashboard: dashboard.Handler(), LeaseTTL: copts.LeaseTTL, AckTimeout: copts.AckTimeout, Stop: stopPolls,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -80,6 +83,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	var stopOnce sync.Once
+	srv.RegisterOnShutdown(func() { stopOnce.Do(func() { close(stopPolls) }) })
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("http: listening", slog.String("http_addr", ln.Addr().String()),

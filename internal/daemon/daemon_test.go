@@ -361,3 +361,48 @@ func (r *running) getOK(t *testing.T, path string) string {
 	}
 	return body
 }
+
+// TestShutdownEndsLongPolls: an acquire call waiting on a paused action
+// answers at once when the daemon shuts down (202: the client calls again,
+// elsewhere), so a long poll never holds the shutdown up to its wait.
+func TestShutdownEndsLongPolls(t *testing.T) {
+	cfg := config.Defaults()
+	cfg.ShutdownTimeout = 20 * time.Second
+	r := start(t, cfg)
+	r.logs.wait(t, "ready: listening for completion events")
+	client := &http.Client{Timeout: time.Minute}
+	req, _ := http.NewRequest("PUT", "http://"+r.addr+"/api/v1/policies/action:core.http", strings.NewReader(`{"max_concurrent": 0}`))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := client.Post("http://"+r.addr+"/api/v1/actions/core.http/executions/e1/acquire", "application/json",
+			strings.NewReader(`{"wait": "50s"}`))
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	redistest.Eventually(t, 5*time.Second, "e1 waiting", func() bool {
+		code, body := r.get(t, "/api/v1/actions/core.http/executions/e1")
+		return code == 200 && strings.Contains(body, `"waiting"`)
+	})
+	stopped := time.Now()
+	r.stop(t)
+	select {
+	case code := <-answered:
+		if code != http.StatusAccepted {
+			t.Fatalf("the waiting acquire answered %d at shutdown, want 202", code)
+		}
+	case <-time.After(redistest.SlowFloor):
+		t.Fatal("the waiting acquire did not answer at shutdown")
+	}
+	if took := time.Since(stopped); took > 20*time.Second {
+		t.Fatalf("shutdown with a long poll in flight took %s", took)
+	}
+}

@@ -1,12 +1,14 @@
-// Package httpapi is the coordinator daemon's HTTP API: queue statistics,
-// execution state, waiting lists and holders, cancel, forgetting idle
-// actions, policies, health and metrics, as JSON; and the dashboard page
-// when one is given.
+// Package httpapi is the coordinator daemon's HTTP API: admission for
+// executors in any language (acquire, heartbeat, release), queue
+// statistics, execution state, waiting lists and holders, cancel,
+// forgetting idle actions, policies, health and metrics, as JSON; and the
+// dashboard page when one is given.
 // docs/api.md documents every endpoint.
 //
 // Errors are {"error": "...", "code": "..."} with 400 (bad input), 401
-// (missing or wrong bearer token), 404 (unknown), 409 (conflict), 413 (body
-// too large) or 503 (Redis unreachable).
+// (missing or wrong bearer token), 404 (unknown), 409 (conflict), 410 (queue
+// timeout), 413 (body too large), 429 (queue full) or 503 (Redis
+// unreachable).
 package httpapi
 
 import (
@@ -44,6 +46,14 @@ type Options struct {
 	Version string
 	// Dashboard serves GET / and GET /ui/... (the web page); nil means 404.
 	Dashboard http.Handler
+	// LeaseTTL and AckTimeout are the Coordinator's (coordinator.Options):
+	// an HTTP client's lease lasts LeaseTTL after its last heartbeat, its
+	// place is kept LeaseTTL after its last acquire call, and a grant no call
+	// was waiting for is kept AckTimeout. Zero means the core's defaults.
+	LeaseTTL, AckTimeout time.Duration
+	// Stop, when closed, ends every acquire call's wait at once (202: the
+	// client calls again, through another daemon if this one stops).
+	Stop <-chan struct{}
 }
 
 type api struct {
@@ -51,6 +61,7 @@ type api struct {
 	opts Options
 	log  *slog.Logger
 	mux  *http.ServeMux
+	adm  *admissions
 }
 
 // New returns the API handler.
@@ -62,6 +73,7 @@ func New(opts Options) http.Handler {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	a := &api{c: opts.Coordinator, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	a.adm = newAdmissions(opts.Coordinator, opts.LeaseTTL, opts.AckTimeout, opts.Stop, opts.Logger)
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	if opts.Metrics != nil {
@@ -78,6 +90,9 @@ func New(opts Options) http.Handler {
 	a.mux.HandleFunc("DELETE /api/v1/actions/{ref}", a.mutating(a.forgetAction))
 	a.mux.HandleFunc("GET /api/v1/actions/{ref}/executions/{id}", a.executionState)
 	a.mux.HandleFunc("POST /api/v1/actions/{ref}/executions/{id}/cancel", a.mutating(a.cancel))
+	a.mux.HandleFunc("POST /api/v1/actions/{ref}/executions/{id}/acquire", a.mutating(a.acquire))
+	a.mux.HandleFunc("POST /api/v1/actions/{ref}/executions/{id}/heartbeat", a.mutating(a.heartbeat))
+	a.mux.HandleFunc("POST /api/v1/actions/{ref}/executions/{id}/release", a.mutating(a.release))
 	a.mux.HandleFunc("GET /api/v1/policies", a.listPolicies)
 	a.mux.HandleFunc("GET /api/v1/policies/{scope}", a.getPolicy)
 	a.mux.HandleFunc("PUT /api/v1/policies/{scope}", a.mutating(a.putPolicy))

@@ -49,6 +49,9 @@ type Flags struct {
 	CalibrateSet      bool
 	CalibrateDuration time.Duration
 	Baseline          string
+	// Via is --via (library or http); Daemons is --daemons.
+	Via     string
+	Daemons int
 
 	// Timeout bounds the run; the others configure every Coordinator.
 	Timeout       time.Duration
@@ -92,6 +95,8 @@ func Parse(args []string, stderr io.Writer) (*Flags, error) {
 	fs.BoolVar(&f.Calibrate, "calibrate", false, "measure PING and EVALSHA ops/s first: --calibrate or --calibrate=false; unset, on with --redis and off on miniredis")
 	fs.DurationVar(&f.CalibrateDuration, "calibrate-duration", time.Second, "how long each calibration measurement runs")
 	fs.StringVar(&f.Baseline, "baseline", "", "also run a baseline limiter side by side: polling (INCR, DECR + sleep 10ms + retry)")
+	fs.StringVar(&f.Via, "via", "library", "throughput: library, or http to also run the same workload through the daemon's HTTP admission API (in-process daemons on loopback) and compare")
+	fs.IntVar(&f.Daemons, "daemons", 2, "--via http: in-process daemons, called in turn as behind a load balancer")
 	fs.DurationVar(&f.Timeout, "timeout", 2*time.Minute, "bound on the whole run; executions not finished by then are lost")
 	fs.DurationVar(&f.LeaseTTL, "lease-ttl", 30*time.Second, "Coordinator LeaseTTL")
 	fs.DurationVar(&f.AckTimeout, "ack-timeout", 5*time.Second, "Coordinator AckTimeout")
@@ -156,6 +161,14 @@ func (f *Flags) validate() error {
 		if f.KillAfter <= 0 || f.KillAfter >= 1 {
 			return errors.New("--kill-after must be within (0, 1)")
 		}
+	}
+	switch {
+	case f.Via != "library" && f.Via != "http":
+		return fmt.Errorf("--via %q: want library or http", f.Via)
+	case f.Via == "http" && (f.Mode != "throughput" || f.Workload.Processes != 1):
+		return errors.New("--via http runs in --mode throughput with --processes 1 (the daemons run in the bench process)")
+	case f.Via == "http" && f.Daemons < 1:
+		return errors.New("--daemons must be >= 1")
 	}
 	if f.Baseline != "" && f.Baseline != "polling" {
 		return fmt.Errorf("--baseline %q: want polling", f.Baseline)

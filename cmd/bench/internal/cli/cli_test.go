@@ -268,3 +268,36 @@ func TestCalibrateFlagHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestThroughputViaHTTP: --via http runs the same workload through the HTTP
+// admission API of in-process daemons after the library path, keeps the
+// promises on both, and compares them in a note.
+func TestThroughputViaHTTP(t *testing.T) {
+	srv := redistest.Start(t)
+	code, m := bench(t, "--redis", "redis://"+srv.Addr, "--actions", "2", "--limit", "2", "--executions", "40",
+		"--clients", "6", "--calibrate=false", "--via", "http")
+	if code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	checkPromises(t, m, 2)
+	h, ok := m["via_http"].(map[string]any)
+	if !ok {
+		t.Fatalf("no via_http figures: %v", m)
+	}
+	checkPromises(t, h, 2)
+	if num(t, h, "admitted") != 80 || num(t, h, "http_calls_per_admission") < 2 {
+		t.Errorf("via http: admitted %v, http calls per admission %v", h["admitted"], h["http_calls_per_admission"])
+	}
+	found := false
+	for _, n := range m["notes"].([]any) {
+		found = found || strings.HasPrefix(n.(string), "via http: ")
+	}
+	if !found {
+		t.Errorf("no note comparing the HTTP path with the library's: %v", m["notes"])
+	}
+	for _, bad := range [][]string{{"--via", "grpc"}, {"--via", "http", "--processes", "2"}, {"--via", "http", "--mode", "memory"}, {"--via", "http", "--daemons", "0"}} {
+		if code, _ := bench(t, bad...); code != ExitError {
+			t.Errorf("%v: exit %d, want %d", bad, code, ExitError)
+		}
+	}
+}

@@ -108,6 +108,15 @@ func runThroughput(ctx context.Context, f *Flags, e *env, stderr io.Writer) (*re
 	finishThroughput(r, f)
 	r.Failed = broken(r.Load)
 
+	if f.Via == "http" {
+		h, err := runViaHTTP(ctx, f, e, stderr)
+		if err != nil {
+			return nil, err
+		}
+		r.ViaHTTP = h
+		r.Failed = append(r.Failed, broken(h)...)
+		r.Notes = append(r.Notes, viaHTTPNote(r.Load, h))
+	}
 	if f.Baseline == "polling" {
 		base, note, err := runPolling(ctx, f, e, stderr)
 		if err != nil {

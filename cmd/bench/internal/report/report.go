@@ -41,6 +41,9 @@ type Report struct {
 	// workload allows even with an infinitely fast coordinator.
 	WorkBoundAdmissionsPerS float64 `json:"work_bound_admissions_per_s,omitempty"`
 
+	// ViaHTTP holds the figures of the same workload admitted through the
+	// daemon's HTTP API (--via http).
+	ViaHTTP *Load `json:"via_http,omitempty"`
 	// Baseline holds the polling limiter's figures (--baseline polling).
 	Baseline *Load `json:"baseline_polling,omitempty"`
 
@@ -74,6 +77,10 @@ type Load struct {
 	Admitted           int     `json:"admitted"`
 	Finished           int     `json:"finished"`
 	WallS              float64 `json:"wall_s"`
+
+	// HTTPCallsPerAdmission counts HTTP calls per admission (--via http:
+	// acquire polls and the release).
+	HTTPCallsPerAdmission float64 `json:"http_calls_per_admission,omitempty"`
 
 	// RedisCmdsPerAdmission counts the commands clients sent per admission,
 	// release included (client-side count; see package redisstats).
@@ -202,6 +209,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintln(tw)
 	if r.Load != nil {
 		cols := []*Load{r.Load}
+		if r.ViaHTTP != nil {
+			cols = append(cols, r.ViaHTTP)
+		}
 		if r.Baseline != nil {
 			cols = append(cols, r.Baseline)
 		}
