@@ -271,6 +271,15 @@ func (a *action) handleToken(w *waiter, key, raw string, sent time.Time) {
 		return
 	}
 	if kind == "g" {
+		if a.c.opts.WaitReplicas > 0 {
+			// Another process's release wrote this grant, and BLPOP woke
+			// before any replica had it. Reconcile turns it into a lease with
+			// a write of our own, followed by WAIT: delivered only once the
+			// replicas have it (and everything before it); if a failover
+			// lost it, the waiter is found still queued, or missing.
+			a.reconcileWaiters([]*waiter{w})
+			return
+		}
 		fence, _ := strconv.ParseInt(fenceStr, 10, 64)
 		a.applyAt(w, evGrant, fence, "", nil, sent)
 		return
@@ -414,6 +423,20 @@ func (c *Coordinator) sleep(d time.Duration) bool {
 	select {
 	case <-t.C:
 		return true
+	case <-c.stop:
+		return false
+	}
+}
+
+// sleepCtx waits for d; false if ctx ended or the Coordinator closed first.
+func (c *Coordinator) sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	case <-c.stop:
 		return false
 	}

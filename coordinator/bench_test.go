@@ -167,7 +167,7 @@ func BenchmarkQueuedHandoff(b *testing.B) {
 }
 
 // redisCPU reads the server's CPU time (user + system) in microseconds.
-func redisCPU(b *testing.B, rdb *redis.Client) float64 {
+func redisCPU(b *testing.B, rdb redis.UniversalClient) float64 {
 	b.Helper()
 	info, err := rdb.Info(context.Background(), "cpu").Result()
 	if err != nil {
@@ -187,7 +187,7 @@ func redisCPU(b *testing.B, rdb *redis.Client) float64 {
 // scriptTime reads the calls and the µs Redis spent running scripts
 // (FCALL, EVALSHA, EVAL), from INFO commandstats: the Lua work alone,
 // without the system calls that dominate a call's whole cost.
-func scriptTime(b *testing.B, rdb *redis.Client) (calls, usec float64) {
+func scriptTime(b *testing.B, rdb redis.UniversalClient) (calls, usec float64) {
 	b.Helper()
 	info, err := rdb.Info(context.Background(), "commandstats").Result()
 	if err != nil {
@@ -218,14 +218,14 @@ func scriptTime(b *testing.B, rdb *redis.Client) (calls, usec float64) {
 // script call spent in Lua.
 type cpuMeter struct {
 	b             *testing.B
-	rdb           *redis.Client
+	rdb           redis.UniversalClient
 	idlePerSec    float64
 	cpu0          float64
 	calls0, usec0 float64
 	t0            time.Time
 }
 
-func newCPUMeter(b *testing.B, rdb *redis.Client) *cpuMeter {
+func newCPUMeter(b *testing.B, rdb redis.UniversalClient) *cpuMeter {
 	m := &cpuMeter{b: b, rdb: rdb}
 	c0, t0 := redisCPU(b, rdb), time.Now()
 	time.Sleep(500 * time.Millisecond)

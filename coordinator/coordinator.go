@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/batonhq/baton/internal/keys"
 	"github.com/batonhq/baton/limits"
@@ -87,6 +88,10 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 		return nil, err
 	}
 	opts = opts.WithDefaults()
+	if rt := readTimeout(rdb); opts.WaitReplicas > 0 && rt > 0 && opts.WaitTimeout >= rt {
+		return nil, fmt.Errorf("%w: Options.WaitTimeout = %v: must be below the client's ReadTimeout (%v), or every WAIT that runs out would look like a dead connection",
+			ErrInvalidArgument, opts.WaitTimeout, rt)
+	}
 	k := keys.New(opts.Prefix)
 	owner, claim := "", ""
 	if !opts.ReadOnly {
@@ -98,7 +103,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{
 		rdb:        rdb,
-		run:        scripts.NewBatcher(rdb, opts.ScriptConns),
+		run:        scripts.NewBatcher(rdb, opts.ScriptConns, scripts.Durability{Replicas: opts.WaitReplicas, Timeout: opts.WaitTimeout}),
 		opts:       opts,
 		keys:       k,
 		owner:      owner,
@@ -148,9 +153,34 @@ func waitClient(rdb redis.UniversalClient, n int) (redis.UniversalClient, bool) 
 	case *redis.ClusterClient:
 		o := *c.Options()
 		o.MaxRetries, o.PoolSize, o.MinIdleConns, o.MaxIdleConns = -1, n, 0, n
+		// The copied options share the original's maintenance-notification
+		// setup, whose handlers a second client cannot register again (go-redis
+		// logs it on every node connection). Blocking waits need none.
+		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 		return redis.NewClusterClient(&o), true
 	}
 	return rdb, false
+}
+
+// readTimeout is the client's read timeout where its type tells (0: unknown
+// or none); go-redis's default is 3 s.
+func readTimeout(rdb redis.UniversalClient) time.Duration {
+	var rt time.Duration
+	switch c := rdb.(type) {
+	case *redis.Client:
+		rt = c.Options().ReadTimeout
+	case *redis.ClusterClient:
+		rt = c.Options().ReadTimeout
+	default:
+		return 0
+	}
+	switch {
+	case rt == 0:
+		return 3 * time.Second
+	case rt < 0:
+		return 0
+	}
+	return rt
 }
 
 // ownerTTL is how long a short owner ID stays reserved after its last
@@ -229,6 +259,18 @@ func (c *Coordinator) every(interval time.Duration, fn func()) {
 			fn()
 		}
 	}
+}
+
+// startUnlessClosed is start for work begun by a caller's goroutine, which
+// may race with Close: once Close has begun, fn does not run, so that
+// nothing runs after Close returns.
+func (c *Coordinator) startUnlessClosed(fn func()) {
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	if c.closed {
+		return
+	}
+	c.start(fn)
 }
 
 func (c *Coordinator) start(loop func()) {

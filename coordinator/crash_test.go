@@ -37,7 +37,7 @@ func crashOpts(prefix string) coordinator.Options {
 // instead of the tests when BATON_CRASH_CHILD is set. It never returns; the
 // parent kills it.
 func crashChild(mode string) {
-	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv("BATON_CRASH_ADDR")})
+	rdb := dialAddrs(os.Getenv("BATON_CRASH_ADDR"))
 	c, err := coordinator.New(rdb, crashOpts(os.Getenv("BATON_CRASH_PREFIX")))
 	if err != nil {
 		fmt.Println("error", err)
@@ -132,7 +132,8 @@ func (ch *child) freeze(t *testing.T) {
 }
 
 // crashTiers runs fn on a miniredis that follows the real clock (the child
-// connects to it over TCP) and on the real redis-server.
+// connects to it over TCP), on the real redis-server and on the cluster.
+// addr is one address, or the cluster's seeds separated by commas.
 func crashTiers(t *testing.T, fn func(t *testing.T, addr, prefix string)) {
 	t.Run("miniredis", func(t *testing.T) {
 		mr := miniredis.RunT(t)
@@ -142,10 +143,24 @@ func crashTiers(t *testing.T, fn func(t *testing.T, addr, prefix string)) {
 		e := newRealEnv(t)
 		fn(t, e.addr, e.prefix)
 	})
+	t.Run("cluster", func(t *testing.T) {
+		e := newClusterEnv(t)
+		fn(t, strings.Join(e.cluster.Seeds(), ","), e.prefix)
+	})
+}
+
+// dialAddrs is a client of one address, or a cluster client of several
+// separated by commas.
+func dialAddrs(addrs string) redis.UniversalClient {
+	seeds := strings.Split(addrs, ",")
+	if len(seeds) > 1 {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: seeds, ClusterStateReloadInterval: time.Second})
+	}
+	return redis.NewClient(&redis.Options{Addr: addrs})
 }
 
 func crashCoordinator(t *testing.T, addr, prefix string) *coordinator.Coordinator {
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	rdb := dialAddrs(addr)
 	t.Cleanup(func() { rdb.Close() })
 	o := crashOpts(prefix)
 	// The parent lives: a long lease, so that a starved test process is not

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/internal/keys"
 	"github.com/batonhq/baton/scripts"
@@ -17,10 +20,17 @@ import (
 //
 // With a free slot and nobody waiting it returns after one script call.
 // Otherwise the execution waits in the action's FIFO queue. It ends with
-// ErrQueueFull (nothing stored), ErrQueueTimeout, ErrCanceled, ErrLeaseLost,
-// ErrClosed, or the context's error; in each case it is out of the queue
-// (or on its way out: a removal that cannot reach Redis is retried in the
-// background until it lands or the Coordinator closes) and holds no slot.
+// ErrQueueFull (nothing stored), a *QuotaError (ErrQuotaExceeded, nothing
+// stored), ErrQueueTimeout, ErrCanceled, ErrLeaseLost, ErrNotReplicated
+// (with Options.WaitReplicas), ErrClosed, or the context's error; in each
+// case it is out of the queue (or on its way out: a removal that cannot
+// reach Redis is retried in the background until it lands or the
+// Coordinator closes) and holds no slot.
+//
+// A dropped connection does not end the call: an enqueue whose reply was
+// lost is sent again (it is idempotent per execution ID). Only a Redis that
+// stays unreachable for LeaseTTL ends it with Redis's error; an error reply
+// from Redis (a refused command, say) ends it at once.
 //
 // Calling it again with an ID that is already waiting keeps the ID's place
 // and returns the same grant; with an ID that is running it returns its
@@ -59,12 +69,12 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 	}
 	c.noteAction(ctx, action)
 
-	rep, err := scripts.Enqueue(ctx, c.run, a.keys, scripts.EnqueueArgs{
-		Execution: executionID, Owner: c.owner, MaxQueue: c.opts.MaxQueueLength,
-		LeaseTTL: c.opts.LeaseTTL, AckTimeout: c.opts.AckTimeout, Policy: c.policyArgs(action),
-	})
+	rep, err := c.enqueue(ctx, a, executionID)
 	if err != nil {
-		return nil, fmt.Errorf("baton: enqueue %s/%s: %w", action, executionID, err)
+		if errors.Is(err, ErrNotReplicated) {
+			c.undoEnqueue(a, executionID, rep)
+		}
+		return nil, err
 	}
 	c.schedule(ctx, action, rep.Due, rep.Wake)
 	switch rep.Status {
@@ -259,6 +269,149 @@ func (c *Coordinator) releaseAbandoned(l *Lease) {
 		c.log.Warn("baton: releasing a lease its caller abandoned", slog.String("action", l.action),
 			slog.String("execution", l.id), slog.Any("error", err))
 	}
+}
+
+// undoEnqueue takes back an admission or queueing that the master made but
+// too few replicas acknowledged (WaitReplicas), since its caller is told it
+// failed: the slot is released, the waiter removed. A re-attach (Running)
+// is left alone: that lease was granted earlier and may be in use. The undo
+// is itself a write that may not be replicated in time; if it is lost, the
+// slot comes back when its lease expires (nobody renews it), and a lost
+// queue entry's grant is dropped, its process not waiting for it.
+func (c *Coordinator) undoEnqueue(a *action, id string, rep scripts.EnqueueReply) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
+	defer cancel()
+	var err error
+	switch rep.Status {
+	case scripts.Admitted:
+		var r scripts.ReleaseReply
+		r, err = scripts.Release(ctx, c.run, a.keys, id, rep.Fence, c.opts.AckTimeout, scripts.Policy{Version: -1})
+		c.schedule(ctx, a.ref, r.Due, r.Wake)
+	case scripts.Queued:
+		var r scripts.CancelReply
+		r, err = scripts.Cancel(ctx, c.run, a.keys, id, fmt.Sprint(rep.Seq), c.owner, c.opts.AckTimeout)
+		c.schedule(ctx, a.ref, r.Due, r.Wake)
+	}
+	if err != nil {
+		c.log.Warn("baton: undoing an admission that was not replicated", slog.String("execution", id), slog.Any("error", err))
+	}
+}
+
+// enqueue runs enqueue.lua for a new request. A call whose outcome is
+// unknown (the connection failed once it was sent, as when a connection is
+// killed or a failover starts, or could not be made) is sent again: the
+// script is idempotent per execution ID, so the retry finds the execution
+// where the lost call left it (waiting in its place, or admitted, with the
+// same token) and never takes a second place, token or quota reservation. A
+// dropped connection thus ends no live request with an error. The retries
+// stop when ctx ends (the context's error), when the Coordinator closes
+// (ErrClosed), or once Redis has been unreachable for LeaseTTL, by which
+// time this process's heartbeat has lapsed too (the last error); then
+// whatever the lost call may have stored is taken back in the background.
+func (c *Coordinator) enqueue(ctx context.Context, a *action, id string) (scripts.EnqueueReply, error) {
+	var giveUpAt time.Time // set at the first unknown outcome
+	settle := func() {
+		if !giveUpAt.IsZero() {
+			c.startUnlessClosed(func() { c.settleUnknown(a, id) })
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		rep, err := scripts.Enqueue(ctx, c.run, a.keys, scripts.EnqueueArgs{
+			Execution: id, Owner: c.owner, MaxQueue: c.opts.MaxQueueLength,
+			LeaseTTL: c.opts.LeaseTTL, AckTimeout: c.opts.AckTimeout, Policy: c.policyArgs(a.ref),
+		})
+		if err == nil {
+			return rep, nil
+		}
+		err = fmt.Errorf("baton: enqueue %s/%s: %w", a.ref, id, err)
+		if errors.Is(err, ErrNotReplicated) {
+			return rep, err // the caller undoes it
+		}
+		if !outcomeUnknown(err) {
+			settle()
+			return rep, err
+		}
+		if giveUpAt.IsZero() {
+			giveUpAt = time.Now().Add(c.opts.LeaseTTL)
+		}
+		if !time.Now().Before(giveUpAt) {
+			settle()
+			return rep, err
+		}
+		c.log.Debug("baton: enqueue's outcome unknown; sending it again", slog.String("action", a.ref),
+			slog.String("execution", id), slog.Any("error", err))
+		t := time.NewTimer(backoff(attempt))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			settle()
+			return rep, ctx.Err()
+		case <-c.stop:
+			t.Stop()
+			return rep, ErrClosed
+		}
+	}
+}
+
+// outcomeUnknown reports an error after which the script may have run: the
+// connection failed once the call was sent (a context error means the call
+// never left; an error reply means Redis refused or the script failed; a
+// closed client sends nothing).
+func outcomeUnknown(err error) bool {
+	var re redis.Error
+	return !errors.As(err, &re) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, redis.ErrClosed)
+}
+
+// settleUnknown cleans up after an enqueue whose reply was lost (a
+// connection that died, a failover): the execution may be waiting, or
+// holding a slot, under this process's owner, with nobody here waiting for
+// it. A waiter nobody reads would stall the queue (its grant goes back to
+// the head while its process is alive); a slot nobody renews would be held
+// until its lease expires. Unless the caller retried meanwhile (the
+// execution is known here again), it is removed or released.
+func (c *Coordinator) settleUnknown(a *action, id string) {
+	for attempt := 0; attempt < 8; attempt++ {
+		if !c.sleep(backoff(attempt)) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		st, err := scripts.State(ctx, c.run, a.keys, id)
+		if err == nil && st.Owner == c.owner && !c.knows(a.ref, id) {
+			switch st.Status {
+			case "waiting":
+				var r scripts.CancelReply
+				r, err = scripts.Cancel(ctx, c.run, a.keys, id, strconv.FormatInt(st.Seq, 10), c.owner, c.opts.AckTimeout)
+				c.schedule(ctx, a.ref, r.Due, r.Wake)
+			case "running":
+				var r scripts.ReleaseReply
+				r, err = scripts.Release(ctx, c.run, a.keys, id, st.Fence, c.opts.AckTimeout, scripts.Policy{Version: -1})
+				c.schedule(ctx, a.ref, r.Due, r.Wake)
+			}
+			if err == nil && st.Status != "unknown" {
+				c.log.Warn("baton: took back an execution whose enqueue reply was lost", slog.String("action", a.ref),
+					slog.String("execution", id), slog.String("was", st.Status))
+			}
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+	}
+}
+
+// knows reports whether this process waits for or holds the execution.
+func (c *Coordinator) knows(ref, id string) bool {
+	c.amu.Lock()
+	a := c.actions[ref]
+	c.amu.Unlock()
+	if a == nil {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.waiters[id] != nil || a.leases[id] != nil
 }
 
 // cancelQueued removes an execution queued just as the Coordinator closed.

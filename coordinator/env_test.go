@@ -17,9 +17,12 @@ import (
 	"github.com/batonhq/baton/internal/redistest"
 )
 
-// The behavioural suite runs every test on two tiers: miniredis (fast,
-// controlled clock) and a real redis-server that TestMain starts on a free
-// loopback port. With BATON_REQUIRE_REDIS=1 a missing redis-server fails.
+// The behavioural suite runs every test on three tiers: miniredis (fast,
+// controlled clock), a real redis-server shared by the test binary, and a
+// real Redis Cluster of 3 masters and 3 replicas, also one per test binary
+// (redistest.SharedCluster). On the real tiers each test has a key prefix
+// of its own. With BATON_REQUIRE_REDIS=1 a missing redis-server, or a
+// cluster that cannot start, fails the test instead of skipping it.
 
 func TestMain(m *testing.M) {
 	if mode := os.Getenv("BATON_CRASH_CHILD"); mode != "" {
@@ -32,23 +35,36 @@ func TestMain(m *testing.M) {
 	os.Exit(redistest.Main(m)) // stops the shared redis-server after the last test
 }
 
-// env is one test's Redis: miniredis or the shared real server under a
-// prefix of its own.
+// env is one test's Redis: miniredis, or the shared real server or cluster
+// under a prefix of its own.
 type env struct {
-	t      testing.TB
-	tier   string
-	mr     *miniredis.Miniredis // nil on the real tier
-	addr   string
-	prefix string
-	rdb    *redis.Client
-	clock  time.Time // miniredis: the frozen Redis clock
-	mu     sync.Mutex
+	t       testing.TB
+	tier    string
+	mr      *miniredis.Miniredis // nil on the real tiers
+	addr    string               // "" on the cluster tier
+	cluster *redistest.Cluster   // nil but on the cluster tier
+	prefix  string
+	rdb     redis.UniversalClient
+	clock   time.Time // miniredis: the frozen Redis clock
+	// waitReplicas goes to opts (durableClusterEnv).
+	waitReplicas int
+	mu           sync.Mutex
 }
 
 var prefixSeq atomic.Int64
 
 // tiers runs fn once per tier as subtests.
 func tiers(t *testing.T, fn func(t *testing.T, e *env)) {
+	t.Run("miniredis", func(t *testing.T) { fn(t, newMiniEnv(t)) })
+	t.Run("redis", func(t *testing.T) { fn(t, newRealEnv(t)) })
+	t.Run("cluster", func(t *testing.T) { fn(t, newClusterEnv(t)) })
+}
+
+// singleTiers runs fn on miniredis and the real server only, for tests
+// that need one node's admin commands (CLIENT KILL, CLIENT PAUSE, DEBUG,
+// FLUSHALL, a restart): on a cluster those reach one node chosen by the
+// client, not the node that holds the test's keys.
+func singleTiers(t *testing.T, fn func(t *testing.T, e *env)) {
 	t.Run("miniredis", func(t *testing.T) { fn(t, newMiniEnv(t)) })
 	t.Run("redis", func(t *testing.T) { fn(t, newRealEnv(t)) })
 }
@@ -69,9 +85,43 @@ func newRealEnv(t testing.TB) *env {
 	return e
 }
 
-// client returns a new client of its own (its own pool), closed at cleanup.
-func (e *env) client() *redis.Client {
+func newClusterEnv(t testing.TB) *env {
+	cl := redistest.SharedCluster(t) // skips, or fails when Required, without redis-server
+	e := &env{t: t, tier: "cluster", cluster: cl, prefix: redistest.Prefix(t)}
+	e.rdb = e.client()
+	return e
+}
+
+// durableClusterEnv is the cluster tier with Options.WaitReplicas 1 in opts:
+// every master has one replica.
+func durableClusterEnv(t testing.TB) *env {
+	e := newClusterEnv(t)
+	e.tier, e.waitReplicas = "cluster-durable", 1
+	return e
+}
+
+// client returns a new client of its own (its own pool), closed at cleanup:
+// a *redis.Client, or on the cluster tier a *redis.ClusterClient.
+func (e *env) client() redis.UniversalClient {
 	// Long timeouts: a CPU-starved test must not turn slowness into errors.
+	var rdb redis.UniversalClient
+	if e.cluster != nil {
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: e.cluster.Seeds(), PoolSize: 64,
+			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+			ClusterStateReloadInterval: redistest.ClientReloadInterval})
+	} else {
+		rdb = redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 64, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
+	}
+	e.t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// nodeClient is a plain client of the one node the test runs on, closed at
+// cleanup; the tests that need it run on singleTiers.
+func (e *env) nodeClient() *redis.Client {
+	if e.cluster != nil {
+		e.t.Fatal("nodeClient on the cluster tier: run the test on singleTiers")
+	}
 	rdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 64, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
 	e.t.Cleanup(func() { rdb.Close() })
 	return rdb
@@ -91,12 +141,17 @@ func (e *env) advance(d time.Duration) {
 	e.mr.FastForward(d)
 }
 
-// opts are test defaults: short leases and timeouts, background sweeping off
-// unless a test turns it on, and the env's prefix.
 // waitClient is a client for a Coordinator's blocking waits: no retries,
 // as the Coordinator's own would be.
-func (e *env) waitClient() *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Addr: e.addr, MaxRetries: -1, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
+func (e *env) waitClient() redis.UniversalClient {
+	var rdb redis.UniversalClient
+	if e.cluster != nil {
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: e.cluster.Seeds(), MaxRetries: -1,
+			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+			ClusterStateReloadInterval: redistest.ClientReloadInterval})
+	} else {
+		rdb = redis.NewClient(&redis.Options{Addr: e.addr, MaxRetries: -1, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
+	}
 	e.t.Cleanup(func() { rdb.Close() })
 	return rdb
 }
@@ -111,6 +166,7 @@ func (e *env) opts() coordinator.Options {
 		AckTimeout:    time.Second,
 		QueueTimeout:  time.Minute,
 		SweepInterval: -1,
+		WaitReplicas:  e.waitReplicas,
 		Logger:        testLogger(e.t),
 	}
 }
@@ -135,13 +191,30 @@ func (e *env) coordinator(opts coordinator.Options) *coordinator.Coordinator {
 	return c
 }
 
-// keys lists every key under the env's prefix.
+// keys lists every key under the env's prefix (on every master of a cluster).
 func (e *env) keys() []string {
-	ks, err := e.rdb.Keys(context.Background(), e.prefix+":*").Result()
+	ctx := context.Background()
+	cc, ok := e.rdb.(*redis.ClusterClient)
+	if !ok {
+		ks, err := e.rdb.Keys(ctx, e.prefix+":*").Result()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		return ks
+	}
+	var mu sync.Mutex
+	var all []string
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		ks, err := n.Keys(ctx, e.prefix+":*").Result()
+		mu.Lock()
+		all = append(all, ks...)
+		mu.Unlock()
+		return err
+	})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return ks
+	return all
 }
 
 func (e *env) stats(c *coordinator.Coordinator, action string) coordinator.QueueStats {

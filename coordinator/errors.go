@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/limits"
+	"github.com/batonhq/baton/scripts"
 )
 
 // Errors callers can test with errors.Is. Context errors come back as the
@@ -29,6 +30,12 @@ var (
 	ErrLeaseLost = errors.New("baton: lease lost")
 	// ErrReadOnly: a write was asked of a Coordinator made with Options.ReadOnly.
 	ErrReadOnly = errors.New("baton: read-only coordinator")
+	// ErrNotReplicated: with Options.WaitReplicas, a state-changing call ran
+	// on the master but fewer replicas acknowledged it within
+	// Options.WaitTimeout, so a failover could still lose it. An admission
+	// or queueing that ends so has been undone (as far as Redis answered);
+	// a release took effect on the master. See RELIABILITY.md.
+	ErrNotReplicated = scripts.ErrNotReplicated
 	// ErrClosed: the Coordinator was closed.
 	ErrClosed = errors.New("baton: coordinator closed")
 )

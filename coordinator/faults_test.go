@@ -129,6 +129,8 @@ func TestLeaseLost(t *testing.T) {
 // or failover to a replica that missed the writes) loses queue entries and
 // scripts. Waiters end with ErrLeaseLost instead of waiting forever, holders
 // see Lost(), and the Coordinator keeps working (scripts are reloaded).
+// A server of its own, restarted in place; on a cluster the same loss is a
+// master failed over to a replica that missed writes (failover_test.go).
 func TestRedisRestart(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})

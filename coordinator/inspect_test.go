@@ -366,7 +366,13 @@ func TestForgetActionRacesAnAdmission(t *testing.T) {
 		holdN(t, other, a, 1)[0].Release(ctx) // the action exists and is idle
 		hook := &raceHook{}
 		rdb := e.client()
-		rdb.AddHook(hook)
+		if cc, ok := rdb.(*redis.ClusterClient); ok {
+			// ForgetAction's WATCH runs on a node's own client, which the
+			// cluster client's hooks do not reach.
+			cc.OnNewNode(func(n *redis.Client) { n.AddHook(hook) })
+		} else {
+			rdb.AddHook(hook)
+		}
 		c, err := coordinator.New(rdb, e.opts())
 		must(t, err)
 		t.Cleanup(func() { c.Close() })

@@ -2,8 +2,10 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -64,9 +66,34 @@ func (l *Lease) Release(ctx context.Context) error {
 		return err
 	}
 	if !held {
+		l.c.dropGhost(ctx, l)
 		return fmt.Errorf("%w: %s/%s (token %d) held no slot", ErrLeaseLost, l.action, l.id, l.fence)
 	}
 	return nil
+}
+
+// dropGhost removes what is left in Redis of a lease that held no slot at
+// release. After a failover that lost the grant, Redis may still have the
+// execution waiting in the queue under this process's owner, a waiter this
+// process no longer has: its grants would never be read, and, the process
+// being alive, would go back to the head of the queue again and again.
+// cancel.lua removes it (or gives back its grant) only if the seq and the
+// owner are this lease's.
+func (c *Coordinator) dropGhost(ctx context.Context, l *Lease) {
+	if l.seq == 0 {
+		return
+	}
+	k := c.keys.Action(l.action)
+	r, err := scripts.Cancel(ctx, c.run, k, l.id, strconv.FormatInt(l.seq, 10), c.owner, c.opts.AckTimeout)
+	if err != nil {
+		c.log.Warn("baton: removing the queue entry of a lost lease", slog.String("action", l.action), slog.String("execution", l.id), slog.Any("error", err))
+		return
+	}
+	if r.Result != scripts.NotCanceled {
+		c.log.Warn("baton: removed the queue entry of a lost lease (Redis lost its grant, as in a failover)",
+			slog.String("action", l.action), slog.String("execution", l.id))
+	}
+	c.schedule(ctx, l.action, r.Due, r.Wake)
 }
 
 // NotifyCompletion frees the slot of a running execution and hands it to the
@@ -86,8 +113,33 @@ func (c *Coordinator) release(ctx context.Context, action, id string, fence int6
 	if err := c.ensurePolicies(ctx); err != nil {
 		return false, err
 	}
-	r, err := scripts.Release(ctx, c.run, c.keys.Action(action), id, fence, c.opts.AckTimeout, c.policyArgs(action))
+	var (
+		r        scripts.ReleaseReply
+		err      error
+		giveUpAt time.Time
+	)
+	// A release whose outcome is unknown (its connection failed once it was
+	// sent) is sent again, as enqueue's is: release.lua is idempotent per
+	// token, and a retry that finds the slot already free (the lost call
+	// freed it) reports ErrLeaseLost, as any release of a free slot does.
+	for attempt := 0; ; attempt++ {
+		r, err = scripts.Release(ctx, c.run, c.keys.Action(action), id, fence, c.opts.AckTimeout, c.policyArgs(action))
+		if err == nil || errors.Is(err, ErrNotReplicated) || !outcomeUnknown(err) {
+			break
+		}
+		if giveUpAt.IsZero() {
+			giveUpAt = time.Now().Add(c.opts.LeaseTTL)
+		}
+		if !time.Now().Before(giveUpAt) || !c.sleepCtx(ctx, backoff(attempt)) {
+			break
+		}
+	}
 	if err != nil {
+		if errors.Is(err, ErrNotReplicated) {
+			// Released on the master: stop renewing it. If a failover loses
+			// the release, the slot comes back when the lease expires.
+			c.dropLease(action, id, fence)
+		}
 		return false, fmt.Errorf("baton: release %s/%s: %w", action, id, err)
 	}
 	c.schedule(ctx, action, r.Due, r.Wake)

@@ -22,13 +22,15 @@ import (
 // the reply is written. The waiter must still be admitted (its wait loop
 // sees the error and reconciles with Redis), not failed, and releasing its
 // lease must free the slot. Real redis-server only: miniredis cannot kill
-// clients.
+// clients, and on a cluster the release and the CLIENT KILL would have to
+// reach the node holding the action's slot in one pipeline, which a cluster
+// client does not promise for a keyless command.
 func TestLostBLPOPReply(t *testing.T) {
 	e := newRealEnv(t)
 	const rounds = 20
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	ctl := e.client() // the connection that sends the release and the kill together
+	ctl := e.nodeClient() // the connection that sends the release and the kill together
 	release := scripts.ByName("release")
 	must(t, release.Load(ctx, ctl))
 	k := keys.New(e.prefix)

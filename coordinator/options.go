@@ -38,6 +38,8 @@ const (
 	DefaultScriptConns = 4
 	// DefaultPolicyRefresh is Options.PolicyRefresh's default.
 	DefaultPolicyRefresh = 500 * time.Millisecond
+	// DefaultWaitTimeout is Options.WaitTimeout's default.
+	DefaultWaitTimeout = time.Second
 )
 
 // Options configure a Coordinator. A zero value in any field means the
@@ -114,6 +116,27 @@ type Options struct {
 	// to DefaultPolicyRefresh (500 ms).
 	PolicyRefresh time.Duration
 
+	// WaitReplicas, when above 0, makes every state-changing call (admission,
+	// queueing, release, cancel, timeout, heartbeat, reconcile, limit push)
+	// wait until this many replicas of the master that ran it have
+	// acknowledged it, before the call reports success: WAIT is pipelined
+	// right after the script on the same connection (on a cluster, the
+	// master of the action's slot), so it costs no extra round trip. A call
+	// that ran but was not acknowledged in time fails with ErrNotReplicated
+	// (an admission or a queueing is undone first, as far as Redis lets).
+	// A grant read from a BLPOP (written by another process's release) is
+	// confirmed the same way before it is delivered: one more round trip per
+	// queued admission. Sweeps do not wait: a grant they make is confirmed
+	// by its waiter the same way, and a reclaim a failover loses is made
+	// again. See RELIABILITY.md. Defaults to 0 (replication is
+	// asynchronous: a failover can lose acknowledged writes).
+	WaitReplicas int
+
+	// WaitTimeout bounds each WAIT of WaitReplicas. It must be below the
+	// client's ReadTimeout (go-redis's default is 3 s). Defaults to
+	// DefaultWaitTimeout (1 s).
+	WaitTimeout time.Duration
+
 	// ReadOnly makes a Coordinator for reading only (statistics, execution
 	// states, policies, listings): it claims no owner ID and runs no
 	// background work, so it writes nothing to Redis. Calls that would write
@@ -161,6 +184,9 @@ func (o Options) WithDefaults() Options {
 	if o.PolicyRefresh == 0 {
 		o.PolicyRefresh = DefaultPolicyRefresh
 	}
+	if o.WaitTimeout == 0 {
+		o.WaitTimeout = DefaultWaitTimeout
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -192,6 +218,10 @@ func (o Options) Validate() error {
 		return bad("SweepBatch", o.SweepBatch, "must be at least 1")
 	case o.PolicyRefresh < 10*time.Millisecond:
 		return bad("PolicyRefresh", o.PolicyRefresh, "must be at least 10ms")
+	case o.WaitReplicas < 0:
+		return bad("WaitReplicas", o.WaitReplicas, "must not be negative")
+	case o.WaitTimeout < time.Millisecond:
+		return bad("WaitTimeout", o.WaitTimeout, "must be at least 1ms (WAIT's unit)")
 	}
 	return nil
 }

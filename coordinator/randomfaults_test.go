@@ -66,6 +66,10 @@ func TestRandomFaults(t *testing.T) {
 		e.rdb = e.client()
 		runRandomFaults(t, e, seed, rfFaults{})
 	})
+	// Not on the cluster tier: the faults are one node's admin commands
+	// (CLIENT KILL, SCRIPT FLUSH, FUNCTION FLUSH, CLIENT PAUSE), which a
+	// cluster client sends to a node of its choosing. The cluster's own
+	// faults (a master SIGKILLed and failed over) are failover_test.go's.
 	t.Run("redis", func(t *testing.T) {
 		runRandomFaults(t, newRealEnv(t), seed, rfFaults{kill: true, flush: true})
 	})

@@ -20,6 +20,7 @@ import (
 	"crypto/sha1"
 	"embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -40,6 +41,9 @@ type Script struct {
 	name string
 	s    *redis.Script // the EVAL form
 	fn   string        // its function in the library ("" for claim_due)
+	// writes: the operation changes an action's state, so a Durability
+	// waits for replicas after it.
+	writes bool
 }
 
 // Name is the operation's name ("enqueue").
@@ -106,9 +110,10 @@ var All = []*Script{enqueue, release, cancel, timeout, renew, reconcile, sweep, 
 
 func action(name string) *Script {
 	return &Script{
-		name: name,
-		s:    redis.NewScript(read("lib.lua") + "\nbegin(KEYS, ARGV)\n" + read(name+".lua")),
-		fn:   LibraryName + "_" + name,
+		name:   name,
+		writes: name != "stats" && name != "state",
+		s:      redis.NewScript(read("lib.lua") + "\nbegin(KEYS, ARGV)\n" + read(name+".lua")),
+		fn:     LibraryName + "_" + name,
 	}
 }
 
@@ -134,10 +139,16 @@ func (d direct) RunScript(ctx context.Context, s *Script, keys []string, args []
 	return s.Run(ctx, d.c, keys, args...)
 }
 
+// runAction runs one per-action script. A call that ran but was not
+// replicated (ErrNotReplicated) returns its reply too; callers that can
+// undo it (Enqueue) use it, the others treat the call as failed.
 func runAction(ctx context.Context, r Runner, s *Script, k keys.Action, args ...any) (any, error) {
 	v, err := r.RunScript(ctx, s, k.List, append([]any{k.Base}, args...))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.name, err)
+		if !errors.Is(err, ErrNotReplicated) {
+			v = nil
+		}
+		return v, fmt.Errorf("%s: %w", s.name, err)
 	}
 	return v, nil
 }
@@ -218,14 +229,20 @@ type EnqueueReply struct {
 	QuotaSource string
 }
 
-// Enqueue admits an execution or queues it (enqueue.lua).
+// Enqueue admits an execution or queues it (enqueue.lua). With an error
+// wrapping ErrNotReplicated the reply says what the script did on the
+// master, so that the caller can undo it.
 func Enqueue(ctx context.Context, r Runner, k keys.Action, a EnqueueArgs) (EnqueueReply, error) {
 	v, err := runAction(ctx, r, enqueue, k, append([]any{a.Execution, a.Owner, a.MaxQueue, ms(a.LeaseTTL),
 		ms(a.AckTimeout)}, a.Policy.args()...)...)
-	if err != nil {
+	if v == nil {
 		return EnqueueReply{}, err
 	}
-	return decodeEnqueue(v)
+	rep, derr := decodeEnqueue(v)
+	if derr != nil {
+		return rep, derr
+	}
+	return rep, err // nil, or ErrNotReplicated with what the script did
 }
 
 func decodeEnqueue(v any) (EnqueueReply, error) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -52,10 +54,14 @@ Commands:
   serve                      run the daemon (the default): sweeper, completion
                              listener, HTTP API and metrics
   stats ACTION [--json]      print an action's queue statistics
-  policy get SCOPE           print the limit set on a scope
+  policy get SCOPE           print the limit, rate and quota set on a scope
   policy set SCOPE N         set a scope's limit (N from 0 to 1000000000, or
                              -1 / unlimited)
-  policy clear SCOPE         remove a scope's limit
+  policy set SCOPE [N] [--rate 100/1m [--burst 10]] [--quota 10000/day]
+                             set a scope's limit, rate (throttle) and quota
+  policy clear SCOPE [--limit] [--rate] [--quota]
+                             remove what a scope sets (all of it, or the
+                             kinds named)
   executions ACTION          list an action's waiting executions, in order
   cancel ACTION ID           remove a waiting execution from its queue
   top                        a live table of every action, redrawn each second
@@ -365,6 +371,10 @@ func printStats(w io.Writer, st coordinator.QueueStats) {
 		{"queue_length", fmt.Sprint(st.QueueLength)},
 		{"active_count", fmt.Sprint(st.ActiveCount)},
 		{"max_concurrent", limit + " (" + st.LimitSource + ")"},
+		{"rate", formatRate(st.Rate) + " (" + st.RateSource + ")"},
+		{"throttled_until", formatUntil(st.ThrottledUntil)},
+		{"quota", formatQuota(st.Quota) + " (" + st.QuotaSource + ")"},
+		{"quota_used", quotaUsed(st)},
 		{"oldest_enqueued_at", oldest},
 		{"total_enqueued", fmt.Sprint(st.TotalEnqueued)},
 		{"total_admitted", fmt.Sprint(st.TotalAdmitted)},
@@ -372,6 +382,8 @@ func printStats(w io.Writer, st coordinator.QueueStats) {
 		{"total_timed_out", fmt.Sprint(st.TotalTimedOut)},
 		{"total_canceled", fmt.Sprint(st.TotalCanceled)},
 		{"total_rejected", fmt.Sprint(st.TotalRejected)},
+		{"total_quota_rejected", fmt.Sprint(st.TotalQuotaRejected)},
+		{"total_throttled", fmt.Sprint(st.TotalThrottled)},
 		{"total_reclaimed", fmt.Sprint(st.TotalReclaimed)},
 		{"total_abandoned", fmt.Sprint(st.TotalAbandoned)},
 	}
@@ -392,83 +404,242 @@ func printStats(w io.Writer, st coordinator.QueueStats) {
 	tw.Flush()
 }
 
+// formatRate renders a rate as the command line takes it: "100/1m burst
+// 10", "100/1m" without a burst, "none" for the zero Rate.
+func formatRate(r limits.Rate) string {
+	if r.IsZero() {
+		return "none"
+	}
+	if r.Burst > 1 {
+		return fmt.Sprintf("%s burst %d", limits.RateSpec(r), r.Burst)
+	}
+	return limits.RateSpec(r)
+}
+
+// formatQuota renders a quota as "10000/day", "none" for the zero Quota.
+func formatQuota(q limits.Quota) string {
+	if q.IsZero() {
+		return "none"
+	}
+	return q.String()
+}
+
+// formatUntil renders a Redis-clock time and how far ahead it is, or "-".
+func formatUntil(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return fmt.Sprintf("%s (in %s)", t.UTC().Format(time.RFC3339Nano), max(0, time.Until(t)).Round(time.Millisecond))
+}
+
+// quotaUsed renders the quota's use of the current window and its end.
+func quotaUsed(st coordinator.QueueStats) string {
+	if st.Quota.IsZero() {
+		return "-"
+	}
+	return fmt.Sprintf("%d of %d (window resets at %s)", st.QuotaUsed, st.Quota.Limit, st.QuotaResetAt.UTC().Format(time.RFC3339))
+}
+
 const policyUsage = `Usage: coordinator policy get|set|clear SCOPE [N] [FLAGS]
 
-  policy get SCOPE      print the limit set on SCOPE ("not set" if none)
+  policy get SCOPE      print what is set on SCOPE ("not set" if nothing):
+                        the limit, then the rate and the quota when set
   policy set SCOPE N    set SCOPE's limit: N from 0 (pauses) to 1000000000,
                         or -1 / unlimited
-  policy clear SCOPE    remove SCOPE's limit; exit status 3 if it had none
+  policy set SCOPE [N] [--rate LIMIT/PER [--burst B]] [--quota LIMIT/WINDOW]
+                        set SCOPE's rate (a throttle: at most LIMIT
+                        admissions per PER, such as 100/1m or 5/1s, with
+                        bursts of up to B after an idle period) and/or its
+                        quota (at most LIMIT executions per UTC minute, hour
+                        or day, such as 10000/day), beside a limit N or not;
+                        what is not given is left as it is
+  policy clear SCOPE [--kind limit|rate|quota]
+                        remove everything SCOPE sets, or one kind of it;
+                        exit status 3 if there was nothing of it
 
-SCOPE is global, pack:NAME or action:REF.
+SCOPE is global, pack:NAME or action:REF. Everything is checked before
+anything is written.
 `
+
+// policyKinds are the values of policy clear --kind, with the HTTP API's
+// names (?kind=) accepted too.
+var policyKinds = map[string]string{"limit": "limit", "max_concurrent": "limit", "rate": "rate", "quota": "quota"}
+
+// policyRequest is a checked policy command: what to read, set or clear.
+type policyRequest struct {
+	verb  string // get, set or clear
+	scope limits.Scope
+	limit *int
+	rate  *limits.Rate
+	quota *limits.Quota
+	kind  string // clear: limit, rate, quota, or "" for all
+}
 
 func policy(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	cf := newFlags("policy", policyUsage, stderr)
-	pos, err := cf.parse(args)
-	if err != nil {
-		return usageError(stderr, cf, err)
-	}
-	want := map[string]int{"get": 2, "set": 3, "clear": 2}
-	if len(pos) == 0 || want[pos[0]] == 0 {
-		return usageError(stderr, cf, errors.New("policy needs get, set or clear"))
-	}
-	if len(pos) != want[pos[0]] {
-		return usageError(stderr, cf, fmt.Errorf("policy %s takes %d arguments, got %d", pos[0], want[pos[0]]-1, len(pos)-1))
-	}
-	scope, err := limits.ParseScope(pos[1])
-	if err != nil {
-		return usageError(stderr, nil, err)
-	}
-	n := 0
-	if pos[0] == "set" {
-		if n, err = config.ParseLimit(pos[2]); err != nil {
-			return usageError(stderr, nil, fmt.Errorf("limit %q: %w", pos[2], err))
-		}
+	req, code := parsePolicy(cf, args, stderr)
+	if code >= 0 {
+		return code
 	}
 	cfg, err := cf.load(environ)
 	if err != nil {
 		return usageError(stderr, nil, err)
 	}
 	warnUnknownEnv(environ, stderr)
-	c, done, err := connect(ctx, cfg, stderr, pos[0] == "get")
+	c, done, err := connect(ctx, cfg, stderr, req.verb == "get")
 	if err != nil {
 		return connectError(stderr, err)
 	}
 	defer done()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	switch pos[0] {
-	case "get":
-		var p limits.Policies
-		if p, err = c.Policies(ctx); err == nil {
-			fmt.Fprintf(stdout, "%s %s\n", scope, formatLimit(p.Limits[scope], scopeSet(p, scope)))
-		}
-	case "set":
-		if err = c.SetConcurrencyLimit(ctx, scope, n); err == nil {
-			fmt.Fprintf(stdout, "%s %s\n", scope, formatLimit(n, true))
-		}
-	case "clear":
-		var p limits.Policies
-		if p, err = c.Policies(ctx); err == nil && !scopeSet(p, scope) {
-			fmt.Fprintf(stderr, "coordinator: no policy set on %s; nothing to clear\n", scope)
-			return exitNotSet
-		}
-		if err == nil {
-			if err = c.ClearConcurrencyLimit(ctx, scope); err == nil {
-				fmt.Fprintf(stdout, "%s cleared\n", scope)
-			}
-		}
+	if req.verb == "clear" {
+		return clearPolicy(ctx, c, req, stdout, stderr)
+	}
+	if req.limit != nil {
+		err = c.SetConcurrencyLimit(ctx, req.scope, *req.limit)
+	}
+	if err == nil && req.rate != nil {
+		err = c.SetRateLimit(ctx, req.scope, *req.rate)
+	}
+	if err == nil && req.quota != nil {
+		err = c.SetQuota(ctx, req.scope, *req.quota)
+	}
+	var p limits.Policies
+	if err == nil {
+		p, err = c.Policies(ctx)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "coordinator: %v\n", err)
-		return exitFailure
+		return failed(stderr, err)
 	}
+	fmt.Fprintf(stdout, "%s %s\n", req.scope, formatPolicy(p, req.scope))
 	return exitOK
 }
 
-func scopeSet(p limits.Policies, s limits.Scope) bool {
-	_, ok := p.Limits[s]
+// parsePolicy reads and checks the whole command line before anything
+// touches Redis; on a bad one it returns the exit code (else -1).
+func parsePolicy(cf *commonFlags, args []string, stderr io.Writer) (policyRequest, int) {
+	rateText := cf.fs.String("rate", "", "set: the rate, `LIMIT/PER` (100/1m, 5/1s)")
+	burst := cf.fs.Int("burst", 0, "set: the rate's burst `B` (0 or 1: no burst); needs --rate")
+	quotaText := cf.fs.String("quota", "", "set: the quota, `LIMIT/WINDOW` (10000/day; minute, hour or day)")
+	kindText := cf.fs.String("kind", "", "clear: the `kind` to remove: limit, rate or quota (default: all)")
+	var req policyRequest
+	pos, err := cf.parse(args)
+	if err != nil {
+		return req, usageError(stderr, cf, err)
+	}
+	given := map[string]bool{}
+	cf.fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if len(pos) == 0 || (pos[0] != "get" && pos[0] != "set" && pos[0] != "clear") {
+		return req, usageError(stderr, cf, errors.New("policy needs get, set or clear"))
+	}
+	req.verb = pos[0]
+	want := map[string]int{"get": 2, "set": 3, "clear": 2}[req.verb]
+	if req.verb == "set" && (given["rate"] || given["quota"]) && len(pos) == 2 {
+		want = 2 // the limit N is optional beside --rate or --quota
+	}
+	if len(pos) != want {
+		return req, usageError(stderr, cf, fmt.Errorf("policy %s takes %d arguments, got %d", req.verb, want-1, len(pos)-1))
+	}
+	takes := map[string][]string{"set": {"rate", "burst", "quota"}, "clear": {"kind"}}[req.verb]
+	for _, name := range []string{"rate", "burst", "quota", "kind"} {
+		if given[name] && !slices.Contains(takes, name) {
+			return req, usageError(stderr, cf, fmt.Errorf("policy %s takes no --%s", req.verb, name))
+		}
+	}
+	if given["burst"] && !given["rate"] {
+		return req, usageError(stderr, cf, errors.New("--burst needs --rate"))
+	}
+	if req.scope, err = limits.ParseScope(pos[1]); err != nil {
+		return req, usageError(stderr, nil, err)
+	}
+	if len(pos) == 3 {
+		n, err := config.ParseLimit(pos[2])
+		if err != nil {
+			return req, usageError(stderr, nil, fmt.Errorf("limit %q: %w", pos[2], err))
+		}
+		req.limit = &n
+	}
+	if given["rate"] {
+		r, err := limits.ParseRateSpec(*rateText, *burst)
+		if err != nil {
+			return req, usageError(stderr, nil, fmt.Errorf("--rate %s --burst %d: %w", limits.Quote(*rateText), *burst, err))
+		}
+		req.rate = &r
+	}
+	if given["quota"] {
+		q, err := limits.ParseQuotaSpec(*quotaText)
+		if err != nil {
+			return req, usageError(stderr, nil, fmt.Errorf("--quota %s: %w", limits.Quote(*quotaText), err))
+		}
+		req.quota = &q
+	}
+	if given["kind"] {
+		if req.kind = policyKinds[*kindText]; req.kind == "" {
+			return req, usageError(stderr, nil, fmt.Errorf("--kind %s: want limit, rate or quota", limits.Quote(*kindText)))
+		}
+	}
+	return req, -1
+}
+
+// clearPolicy removes the kinds req names that its scope sets; exit 3 when
+// there are none (as HTTP DELETE's 404).
+func clearPolicy(ctx context.Context, c *coordinator.Coordinator, req policyRequest, stdout, stderr io.Writer) int {
+	p, err := c.Policies(ctx)
+	if err != nil {
+		return failed(stderr, err)
+	}
+	all, s := req.kind == "", req.scope
+	var clear []func() error
+	if (all || req.kind == "limit") && hasScope(p.Limits, s) {
+		clear = append(clear, func() error { return c.ClearConcurrencyLimit(ctx, s) })
+	}
+	if (all || req.kind == "rate") && hasScope(p.Rates, s) {
+		clear = append(clear, func() error { return c.ClearRateLimit(ctx, s) })
+	}
+	if (all || req.kind == "quota") && hasScope(p.Quotas, s) {
+		clear = append(clear, func() error { return c.ClearQuota(ctx, s) })
+	}
+	if len(clear) == 0 {
+		fmt.Fprintf(stderr, "coordinator: no %s set on %s; nothing to clear\n", cmp.Or(req.kind, "policy"), s)
+		return exitNotSet
+	}
+	for _, f := range clear {
+		if err := f(); err != nil {
+			return failed(stderr, err)
+		}
+	}
+	what := "cleared"
+	if !all {
+		what = req.kind + " cleared"
+	}
+	fmt.Fprintf(stdout, "%s %s\n", s, what)
+	return exitOK
+}
+
+func hasScope[V any](m map[limits.Scope]V, s limits.Scope) bool {
+	_, ok := m[s]
 	return ok
+}
+
+// formatPolicy renders what p sets on s: the limit, then the rate and the
+// quota when set ("2", "unlimited, rate 100/1m burst 10", "quota
+// 10000/day"), or "not set".
+func formatPolicy(p limits.Policies, s limits.Scope) string {
+	var parts []string
+	if n, ok := p.Limits[s]; ok {
+		parts = append(parts, formatLimit(n, true))
+	}
+	if r, ok := p.Rates[s]; ok {
+		parts = append(parts, "rate "+formatRate(r))
+	}
+	if q, ok := p.Quotas[s]; ok {
+		parts = append(parts, "quota "+formatQuota(q))
+	}
+	if len(parts) == 0 {
+		return "not set"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func formatLimit(n int, set bool) string {

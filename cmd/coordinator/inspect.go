@@ -141,7 +141,10 @@ const clearScreen = "\x1b[H\x1b[2J"
 func topCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	cf := newFlags("top", "Usage: coordinator top [--interval D] [--once | -n N] [FLAGS]\n\n"+
 		"A live view of every action: queue, running, limit, oldest wait, admissions per second,\n"+
-		"rejections and timeouts, redrawn in place until Ctrl-C.\n", stderr)
+		"rejections and timeouts, rate and quota, redrawn in place until Ctrl-C.\n\n"+
+		"RATE is the rate in force as LIMIT/PER, +B when it has a burst of B; THROTTLED counts\n"+
+		"executions that waited for a rate token; QUOTA_USED is USED/LIMIT/WINDOW of the current\n"+
+		"window; OVER_QUOTA counts requests the quota refused.\n", stderr)
 	interval := cf.fs.Duration("interval", time.Second, "time between refreshes")
 	once := cf.fs.Bool("once", false, "print one table, without clearing the screen, and exit")
 	frames := cf.fs.Int("n", 0, "exit after `N` refreshes (0: until Ctrl-C)")
@@ -241,7 +244,7 @@ func topSample(ctx context.Context, c *coordinator.Coordinator, prev map[string]
 func printTop(w io.Writer, rows []topRow, now time.Time, interval time.Duration) {
 	fmt.Fprintf(w, "baton top  %s  %d actions  (every %s; Ctrl-C quits)\n\n", now.Format("15:04:05"), len(rows), interval)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACTION\tQUEUE\tRUNNING\tLIMIT\tFROM\tOLDEST\tADMITTED/S\tADMITTED\tREJECTED\tTIMED_OUT")
+	fmt.Fprintln(tw, "ACTION\tQUEUE\tRUNNING\tLIMIT\tFROM\tOLDEST\tADMITTED/S\tADMITTED\tREJECTED\tTIMED_OUT\tRATE\tTHROTTLED\tQUOTA_USED\tOVER_QUOTA")
 	for _, r := range rows {
 		st := r.st
 		limit := strconv.FormatInt(st.MaxConcurrent, 10)
@@ -256,8 +259,19 @@ func printTop(w io.Writer, rows []topRow, now time.Time, interval time.Duration)
 		if r.rate >= 0 {
 			rate = strconv.FormatFloat(r.rate, 'f', 1, 64)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", st.Action, st.QueueLength, st.ActiveCount, limit,
-			st.LimitSource, oldest, rate, st.TotalAdmitted, st.TotalRejected, st.TotalTimedOut)
+		throttle, quota := "-", "-"
+		if !st.Rate.IsZero() {
+			throttle = limits.RateSpec(st.Rate)
+			if st.Rate.Burst > 1 {
+				throttle += "+" + strconv.Itoa(st.Rate.Burst)
+			}
+		}
+		if !st.Quota.IsZero() {
+			quota = fmt.Sprintf("%d/%s", st.QuotaUsed, st.Quota)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%s\t%d\n", st.Action, st.QueueLength, st.ActiveCount, limit,
+			st.LimitSource, oldest, rate, st.TotalAdmitted, st.TotalRejected, st.TotalTimedOut,
+			throttle, st.TotalThrottled, quota, st.TotalQuotaRejected)
 	}
 	tw.Flush()
 	if len(rows) == 0 {

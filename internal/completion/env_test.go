@@ -17,10 +17,13 @@ import (
 	"github.com/batonhq/baton/internal/redistest"
 )
 
-// Every behavioural test runs on two tiers: miniredis (fast, controlled
-// clock) and a real redis-server that TestMain starts on a free loopback
-// port, shared by the tests under prefixes of their own. With
-// BATON_REQUIRE_REDIS=1 a missing redis-server fails.
+// Every behavioural test runs on three tiers: miniredis (fast, controlled
+// clock), a real redis-server and a real Redis Cluster of 3 masters and 3
+// replicas, each shared by the test binary (redistest.SharedServer,
+// SharedCluster) and used under prefixes of the tests' own. On the cluster
+// the completion stream and the actions live on different masters. With
+// BATON_REQUIRE_REDIS=1 a missing redis-server, or a cluster that cannot
+// start, fails.
 
 func TestMain(m *testing.M) {
 	// go-redis's own log lines (dial failures while a test has Redis down
@@ -32,12 +35,13 @@ func TestMain(m *testing.M) {
 // env is one test's Redis: miniredis or the shared real server under a
 // prefix of its own.
 type env struct {
-	t      testing.TB
-	mr     *miniredis.Miniredis // nil on the real tier
-	addr   string
-	prefix string
-	rdb    *redis.Client
-	log    *redistest.Log
+	t       testing.TB
+	mr      *miniredis.Miniredis // nil on the real tiers
+	addr    string               // "" on the cluster tier
+	cluster *redistest.Cluster   // nil but on the cluster tier
+	prefix  string
+	rdb     redis.UniversalClient
+	log     *redistest.Log
 
 	mu    sync.Mutex
 	clock time.Time // miniredis: the frozen Redis clock
@@ -49,6 +53,7 @@ var prefixSeq atomic.Int64
 func tiers(t *testing.T, fn func(t *testing.T, e *env)) {
 	t.Run("miniredis", func(t *testing.T) { fn(t, newMiniEnv(t)) })
 	t.Run("redis", func(t *testing.T) { fn(t, newRealEnv(t)) })
+	t.Run("cluster", func(t *testing.T) { fn(t, newClusterEnv(t)) })
 }
 
 func newMiniEnv(t testing.TB) *env {
@@ -68,9 +73,23 @@ func newRealEnv(t testing.TB) *env {
 	return e
 }
 
-// client returns a new client of its own (its own pool), closed at cleanup.
-func (e *env) client() *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Addr: e.addr})
+func newClusterEnv(t testing.TB) *env {
+	cl := redistest.SharedCluster(t) // skips, or fails when Required, without redis-server
+	e := &env{t: t, log: redistest.NewLog(t), cluster: cl, prefix: redistest.Prefix(t)}
+	e.rdb = e.client()
+	return e
+}
+
+// client returns a new client of its own (its own pool), closed at cleanup:
+// on the cluster tier a cluster client.
+func (e *env) client() redis.UniversalClient {
+	var rdb redis.UniversalClient
+	if e.cluster != nil {
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: e.cluster.Seeds(),
+			ClusterStateReloadInterval: redistest.ClientReloadInterval})
+	} else {
+		rdb = redis.NewClient(&redis.Options{Addr: e.addr})
+	}
 	e.t.Cleanup(func() { rdb.Close() })
 	return rdb
 }

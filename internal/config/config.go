@@ -54,6 +54,10 @@ type Config struct {
 	AckTimeout time.Duration
 	// SweepInterval is how often the daemon sweeps; negative turns it off.
 	SweepInterval time.Duration
+	// WaitReplicas and WaitTimeout are coordinator.Options' (durable writes:
+	// every state-changing call waits for that many replicas).
+	WaitReplicas int
+	WaitTimeout  time.Duration
 	// CompletionGroup is the consumer group of the completion listener.
 	CompletionGroup string
 	// CompletionClaimIdle is how long a completion event may stay
@@ -71,7 +75,8 @@ type Config struct {
 	LogFormat string
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration
-	// Policies are limits set at start-up on scopes that have none yet.
+	// Policies are limits, rates and quotas set at start-up, each kind on a
+	// scope that has none of that kind yet.
 	Policies []Policy
 }
 
@@ -110,10 +115,33 @@ type Redis struct {
 // rediss:// URL.
 func (r Redis) TLSOn() bool { return r.TLS || strings.HasPrefix(r.URL, "rediss://") }
 
-// Policy is one initial limit.
+// Policy is what one initial policy sets on a scope: a concurrency limit,
+// a rate and a quota, each nil when not set (at least one is set).
 type Policy struct {
 	Scope         limits.Scope
-	MaxConcurrent int
+	MaxConcurrent *int
+	Rate          *limits.Rate
+	Quota         *limits.Quota
+}
+
+// String renders the policy as "pack:slack: max_concurrent 4, rate
+// 100/1m burst 10, quota 10000/day", the kinds it sets only.
+func (p Policy) String() string {
+	var parts []string
+	if p.MaxConcurrent != nil {
+		n := fmt.Sprint(*p.MaxConcurrent)
+		if *p.MaxConcurrent == limits.Unlimited {
+			n = "unlimited"
+		}
+		parts = append(parts, "max_concurrent "+n)
+	}
+	if p.Rate != nil {
+		parts = append(parts, fmt.Sprintf("rate %s burst %d", limits.RateSpec(*p.Rate), p.Rate.Burst))
+	}
+	if p.Quota != nil {
+		parts = append(parts, "quota "+p.Quota.String())
+	}
+	return p.Scope.String() + ": " + strings.Join(parts, ", ")
 }
 
 // Sources are the inputs of Load beside the defaults.
@@ -156,6 +184,8 @@ var fields = []field{
 	{"lease.ttl", "30s", duration(func(c *Config) *time.Duration { return &c.LeaseTTL }, durationAtLeast(100*time.Millisecond))},
 	{"lease.ack_timeout", "5s", duration(func(c *Config) *time.Duration { return &c.AckTimeout }, durationAtLeast(10*time.Millisecond))},
 	{"sweep_interval", "1s", duration(func(c *Config) *time.Duration { return &c.SweepInterval }, nonZero)},
+	{"durability.wait_replicas", 0, integer(func(c *Config) *int { return &c.WaitReplicas }, atLeast(0))},
+	{"durability.wait_timeout", coordinator.DefaultWaitTimeout.String(), duration(func(c *Config) *time.Duration { return &c.WaitTimeout }, durationAtLeast(time.Millisecond))},
 	{"completions.group", completion.DefaultGroup, str(func(c *Config) *string { return &c.CompletionGroup }, nonEmpty)},
 	{"completions.claim_idle", completion.DefaultClaimIdle.String(), duration(func(c *Config) *time.Duration { return &c.CompletionClaimIdle }, durationAtLeast(10*time.Millisecond))},
 	{"http.addr", "127.0.0.1:8080", str(func(c *Config) *string { return &c.HTTPAddr }, checkListenAddr)},
@@ -339,6 +369,8 @@ func (c Config) CoordinatorOptions(log *slog.Logger) coordinator.Options {
 		LeaseTTL:       c.LeaseTTL,
 		AckTimeout:     c.AckTimeout,
 		SweepInterval:  c.SweepInterval,
+		WaitReplicas:   c.WaitReplicas,
+		WaitTimeout:    c.WaitTimeout,
 		Logger:         log,
 	}
 }

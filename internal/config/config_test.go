@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,9 +72,8 @@ policies:
 		c.KeyPrefix != "fromfile" || c.LogLevel.String() != "DEBUG" {
 		t.Fatalf("file: %+v", c)
 	}
-	want := []config.Policy{{Scope: limits.Global(), MaxConcurrent: 10}, {Scope: limits.Action("core.http"), MaxConcurrent: limits.Unlimited}}
-	if len(c.Policies) != 2 || c.Policies[0] != want[0] || c.Policies[1] != want[1] {
-		t.Fatalf("policies: %+v", c.Policies)
+	if got := fmt.Sprint(c.Policies); got != "[global: max_concurrent 10 action:core.http: max_concurrent unlimited]" {
+		t.Fatalf("policies: %s", got)
 	}
 
 	c, err = config.Load(config.Sources{File: path, Environ: environ})
@@ -109,8 +109,8 @@ func TestEnvironmentForms(t *testing.T) {
 		c.QueueMaxLength != -1 || c.SweepInterval != -time.Second || c.Embedded() {
 		t.Fatalf("%+v", c)
 	}
-	if len(c.Policies) != 3 || c.Policies[1].Scope != limits.Pack("core") || c.Policies[2].MaxConcurrent != limits.Unlimited {
-		t.Fatalf("policies: %+v", c.Policies)
+	if got := fmt.Sprint(c.Policies); got != "[global: max_concurrent 3 pack:core: max_concurrent 2 action:core.http: max_concurrent unlimited]" {
+		t.Fatalf("policies: %s", got)
 	}
 }
 
@@ -264,8 +264,10 @@ func TestExampleFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Policies) != 3 {
-		t.Fatalf("policies: %+v", c.Policies)
+	want := "[global: max_concurrent 10 pack:core: max_concurrent 4 action:core.http: max_concurrent 2 " +
+		"pack:slack: rate 100/1m burst 10, quota 10000/day]"
+	if got := fmt.Sprint(c.Policies); got != want {
+		t.Fatalf("policies: %s\nwant %s", got, want)
 	}
 	d := config.Defaults()
 	c.Policies = nil
@@ -304,5 +306,112 @@ func TestUnknownEnv(t *testing.T) {
 	}
 	if got := config.UnknownEnv(all); len(got) != 0 {
 		t.Fatalf("known variables reported: %+v", got)
+	}
+}
+
+// TestRatesAndQuotas: initial policies take rates and quotas, in the short
+// form ("100/1m", "10000/day") or as maps (the HTTP API's fields), from the
+// file and from the environment.
+func TestRatesAndQuotas(t *testing.T) {
+	c, err := config.Load(config.Sources{File: writeFile(t, `
+policies:
+  - scope: pack:slack
+    max_concurrent: 4
+    rate: {limit: 100, per: 1m, burst: 10}
+    quota: {limit: 10000, window: day}
+  - scope: action:slack.post
+    rate: 5/1s
+  - scope: global
+    quota: 60/minute
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "[pack:slack: max_concurrent 4, rate 100/1m burst 10, quota 10000/day " +
+		"action:slack.post: rate 5/1s burst 0 global: quota 60/minute]"
+	if got := fmt.Sprint(c.Policies); got != want {
+		t.Fatalf("file: %s\nwant %s", got, want)
+	}
+	if r := c.Policies[0].Rate; *r != (limits.Rate{Limit: 100, Per: time.Minute, Burst: 10}) {
+		t.Fatalf("rate: %+v", r)
+	}
+	if q := c.Policies[0].Quota; *q != (limits.Quota{Limit: 10000, Window: limits.Day}) {
+		t.Fatalf("quota: %+v", q)
+	}
+
+	c, err = config.Load(config.Sources{Environ: []string{
+		"BATON_POLICIES=global=10,pack:slack=rate:100/1m+10,pack:slack=quota:10000/day,pack:slack=4,action:a.b=rate:5/1s",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = "[global: max_concurrent 10 pack:slack: max_concurrent 4, rate 100/1m burst 10, quota 10000/day action:a.b: rate 5/1s burst 0]"
+	if got := fmt.Sprint(c.Policies); got != want {
+		t.Fatalf("environment: %s\nwant %s", got, want)
+	}
+}
+
+// TestRateAndQuotaErrors: a bad rate or quota stops the start with an error
+// naming the item, the scope and the field.
+func TestRateAndQuotaErrors(t *testing.T) {
+	files := []struct{ yaml, want string }{
+		{"policies:\n  - scope: pack:a\n    rate: 100\n", `item 0 (pack:a): rate 100: want LIMIT/PER such as 100/1m`},
+		{"policies:\n  - scope: pack:a\n    rate: 100/minute\n", `item 0 (pack:a): rate.per "minute": want a duration`},
+		{"policies:\n  - scope: pack:a\n    rate: 0/0s\n", `rate.per 0s: not positive`},
+		{"policies:\n  - scope: pack:a\n    rate: {limit: 5}\n", `item 0 (pack:a): rate.per is missing`},
+		{"policies:\n  - scope: pack:a\n    rate: {per: 1m}\n", `rate.limit is missing`},
+		{"policies:\n  - scope: pack:a\n    rate: {limit: 5, per: 1m, burst: -1}\n", `rate.burst -1: negative`},
+		{"policies:\n  - scope: pack:a\n    rate: {limit: 2.5, per: 1m}\n", `rate.limit 2.5: want a whole number`},
+		{"policies:\n  - scope: pack:a\n    rate: {limit: 5, per: 60}\n", `rate.per 60: want a duration`},
+		{"policies:\n  - scope: pack:a\n    rate: {limit: 5, per: 1m, brust: 3}\n", `rate: unknown key "brust"`},
+		{"policies:\n  - scope: pack:a\n    rate: {limit: 1000000001, per: 1m}\n", `rate.limit 1000000001: over the maximum`},
+		{"policies:\n  - scope: pack:a\n    quota: 10/week\n", `item 0 (pack:a): quota.window "week": unknown`},
+		{"policies:\n  - scope: pack:a\n    quota: {limit: 10}\n", `quota.window is missing`},
+		{"policies:\n  - scope: pack:a\n    quota: {window: day}\n", `quota.limit is missing`},
+		{"policies:\n  - scope: pack:a\n    quota: {limit: -1, window: day}\n", `quota.limit -1: negative`},
+		{"policies:\n  - scope: pack:a\n    quota: {limit: 2.5, window: day}\n", `quota.limit "2.5"`},
+		{"policies:\n  - scope: pack:a\n    quota: {limit: 5, window: 1}\n", `quota.window 1: want minute, hour or day`},
+		{"policies:\n  - scope: pack:a\n    quota: [5]\n", `quota [5]: want LIMIT/WINDOW`},
+		{"policies:\n  - scope: pack:a\n", `item 0 (pack:a): sets nothing; give max_concurrent, rate or quota`},
+		{"policies:\n  - scope: pack:a\n    rate: 5/1s\n  - scope: pack:a\n    quota: 1/day\n", `item 1: scope pack:a appears twice`},
+	}
+	for _, tc := range files {
+		_, err := config.Load(config.Sources{File: writeFile(t, tc.yaml)})
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "policies") {
+			t.Errorf("%q: got %v, want an error containing %s", tc.yaml, err, tc.want)
+		}
+	}
+	envs := []struct{ env, want string }{
+		{"BATON_POLICIES=pack:a=rate:100", `item 0 (pack:a): rate "100": want LIMIT/PER`},
+		{"BATON_POLICIES=pack:a=rate:100/1m+x", `item 0 (pack:a): rate.burst "x"`},
+		{"BATON_POLICIES=pack:a=rate:100/1m+-2", `rate.burst -2: negative`},
+		{"BATON_POLICIES=pack:a=quota:5/fortnight", `quota.window "fortnight"`},
+		{"BATON_POLICIES=pack:a=rate:1/1s,pack:a=rate:2/1s", `item 1: scope pack:a sets its rate twice`},
+		{"BATON_POLICIES=pack:a=quota:1/day,pack:a=quota:2/day", `scope pack:a sets its quota twice`},
+		{"BATON_POLICIES=pack:a=1,pack:a=2", `scope pack:a sets its limit twice`},
+		{"BATON_POLICIES=pack:a=burst:3", `item 0 (pack:a): max_concurrent "burst:3"`},
+	}
+	for _, tc := range envs {
+		_, err := config.Load(config.Sources{Environ: []string{tc.env}})
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error containing %s", tc.env, err, tc.want)
+		}
+	}
+}
+
+// TestDurabilityKeys: durability.wait_replicas and .wait_timeout reach the
+// Coordinator's options; a negative replica count is refused by name.
+func TestDurabilityKeys(t *testing.T) {
+	c, err := config.Load(config.Sources{Environ: []string{"BATON_DURABILITY_WAIT_REPLICAS=2", "BATON_DURABILITY_WAIT_TIMEOUT=250ms"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.CoordinatorOptions(nil)
+	if o.WaitReplicas != 2 || o.WaitTimeout != 250*time.Millisecond {
+		t.Fatalf("options: WaitReplicas %d, WaitTimeout %v; want 2 and 250ms", o.WaitReplicas, o.WaitTimeout)
+	}
+	_, err = config.Load(config.Sources{Environ: []string{"BATON_DURABILITY_WAIT_REPLICAS=-1"}})
+	if err == nil || !strings.Contains(err.Error(), "durability.wait_replicas") {
+		t.Fatalf("wait_replicas -1: %v, want an error naming durability.wait_replicas", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -153,30 +154,23 @@ func list(ptr func(*Config) *[]string, check func(string) error) func(*Config, a
 	}
 }
 
-// setPolicies reads a list of {scope, max_concurrent} maps (YAML), or
-// "SCOPE=N,SCOPE=N" (environment).
+// setPolicies reads a list of {scope, max_concurrent, rate, quota} maps
+// (YAML), or "SCOPE=VALUE,..." (environment), where VALUE is a limit N,
+// rate:LIMIT/PER[+BURST] or quota:LIMIT/WINDOW (a scope may take several
+// items, one per kind). Errors name the item and the field.
 func setPolicies(c *Config, raw any) error {
 	c.Policies = nil
-	seen := map[string]bool{}
-	add := func(i int, scopeRaw, nRaw any) error {
+	index := map[limits.Scope]int{} // scope -> its place in c.Policies
+	scopeOf := func(i int, scopeRaw any) (limits.Scope, error) {
 		scopeText, ok := scopeRaw.(string)
 		if !ok {
-			return fmt.Errorf("item %d: scope %s: want global, pack:NAME or action:REF", i, show(scopeRaw))
+			return limits.Scope{}, fmt.Errorf("item %d: scope %s: want global, pack:NAME or action:REF", i, show(scopeRaw))
 		}
 		scope, err := limits.ParseScope(scopeText)
 		if err != nil {
-			return fmt.Errorf("item %d: scope %q: want global, pack:NAME or action:REF", i, scopeText)
+			return limits.Scope{}, fmt.Errorf("item %d: scope %q: want global, pack:NAME or action:REF", i, scopeText)
 		}
-		n, err := parseLimit(nRaw)
-		if err != nil {
-			return fmt.Errorf("item %d (%s): max_concurrent %s: %w", i, scope, show(nRaw), err)
-		}
-		if seen[scope.String()] {
-			return fmt.Errorf("item %d: scope %s appears twice", i, scope)
-		}
-		seen[scope.String()] = true
-		c.Policies = append(c.Policies, Policy{Scope: scope, MaxConcurrent: n})
-		return nil
+		return scope, nil
 	}
 	switch v := raw.(type) {
 	case nil:
@@ -187,12 +181,57 @@ func setPolicies(c *Config, raw any) error {
 			if item = strings.TrimSpace(item); item == "" {
 				continue
 			}
-			scope, n, ok := strings.Cut(item, "=")
+			scopeText, value, ok := strings.Cut(item, "=")
 			if !ok {
-				return fmt.Errorf("item %q: want SCOPE=N", item)
+				return fmt.Errorf("item %q: want SCOPE=N, SCOPE=rate:LIMIT/PER[+BURST] or SCOPE=quota:LIMIT/WINDOW", item)
 			}
-			if err := add(i, scope, n); err != nil {
+			scope, err := scopeOf(i, scopeText)
+			if err != nil {
 				return err
+			}
+			at, seen := index[scope]
+			if !seen {
+				at = len(c.Policies)
+				index[scope] = at
+				c.Policies = append(c.Policies, Policy{Scope: scope})
+			}
+			p := &c.Policies[at]
+			twice := func(kind string) error { return fmt.Errorf("item %d: scope %s sets its %s twice", i, scope, kind) }
+			switch {
+			case strings.HasPrefix(value, "rate:"):
+				if p.Rate != nil {
+					return twice("rate")
+				}
+				spec, burstText, hasBurst := strings.Cut(strings.TrimPrefix(value, "rate:"), "+")
+				burst := 0
+				if hasBurst {
+					if burst, err = strconv.Atoi(burstText); err != nil {
+						return fmt.Errorf("item %d (%s): rate.burst %q: want a whole number from 0 to %d", i, scope, burstText, limits.MaxLimit)
+					}
+				}
+				r, err := limits.ParseRateSpec(spec, burst)
+				if err != nil {
+					return fmt.Errorf("item %d (%s): %w", i, scope, fieldError(err))
+				}
+				p.Rate = &r
+			case strings.HasPrefix(value, "quota:"):
+				if p.Quota != nil {
+					return twice("quota")
+				}
+				q, err := limits.ParseQuotaSpec(strings.TrimPrefix(value, "quota:"))
+				if err != nil {
+					return fmt.Errorf("item %d (%s): %w", i, scope, fieldError(err))
+				}
+				p.Quota = &q
+			default:
+				if p.MaxConcurrent != nil {
+					return twice("limit")
+				}
+				n, err := parseLimit(value)
+				if err != nil {
+					return fmt.Errorf("item %d (%s): max_concurrent %s: %w", i, scope, show(value), err)
+				}
+				p.MaxConcurrent = &n
 			}
 			i++
 		}
@@ -201,20 +240,169 @@ func setPolicies(c *Config, raw any) error {
 		for i, item := range v {
 			m, ok := item.(map[string]any)
 			if !ok {
-				return fmt.Errorf("item %d: want {scope: ..., max_concurrent: N}", i)
+				return fmt.Errorf("item %d: want {scope: ..., max_concurrent: N, rate: ..., quota: ...}", i)
 			}
 			for key := range m {
-				if key != "scope" && key != "max_concurrent" {
-					return fmt.Errorf("item %d: unknown key %q (want scope and max_concurrent)", i, key)
+				if !slices.Contains([]string{"scope", "max_concurrent", "rate", "quota"}, key) {
+					return fmt.Errorf("item %d: unknown key %q (want scope, and max_concurrent, rate or quota)", i, key)
 				}
 			}
-			if err := add(i, m["scope"], m["max_concurrent"]); err != nil {
+			scope, err := scopeOf(i, m["scope"])
+			if err != nil {
 				return err
 			}
+			if _, seen := index[scope]; seen {
+				return fmt.Errorf("item %d: scope %s appears twice", i, scope)
+			}
+			p := Policy{Scope: scope}
+			if nRaw, ok := m["max_concurrent"]; ok {
+				n, err := parseLimit(nRaw)
+				if err != nil {
+					return fmt.Errorf("item %d (%s): max_concurrent %s: %w", i, scope, show(nRaw), err)
+				}
+				p.MaxConcurrent = &n
+			}
+			if rRaw, ok := m["rate"]; ok {
+				r, err := parseRate(rRaw)
+				if err != nil {
+					return fmt.Errorf("item %d (%s): %w", i, scope, err)
+				}
+				p.Rate = &r
+			}
+			if qRaw, ok := m["quota"]; ok {
+				q, err := parseQuota(qRaw)
+				if err != nil {
+					return fmt.Errorf("item %d (%s): %w", i, scope, err)
+				}
+				p.Quota = &q
+			}
+			if p.MaxConcurrent == nil && p.Rate == nil && p.Quota == nil {
+				return fmt.Errorf("item %d (%s): sets nothing; give max_concurrent, rate or quota", i, scope)
+			}
+			index[scope] = len(c.Policies)
+			c.Policies = append(c.Policies, p)
 		}
 		return nil
 	}
-	return errors.New("want a list of {scope, max_concurrent}")
+	return errors.New("want a list of {scope, max_concurrent, rate, quota}")
+}
+
+// fieldError is a limits validation error as the config names fields:
+// "rate per 0s: ..." becomes "rate.per 0s: ...".
+func fieldError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), limits.ErrInvalid.Error()+" ")
+	for _, f := range []string{"rate limit", "rate per", "rate burst", "quota limit", "quota window"} {
+		if rest, ok := strings.CutPrefix(msg, f+" "); ok {
+			return errors.New(strings.Replace(f, " ", ".", 1) + " " + rest)
+		}
+	}
+	return errors.New(msg)
+}
+
+// parseRate reads a policy's rate: "LIMIT/PER" ("100/1m", no burst), or
+// {limit: N, per: 1m, burst: N} (burst optional).
+func parseRate(raw any) (limits.Rate, error) {
+	switch v := raw.(type) {
+	case string:
+		r, err := limits.ParseRateSpec(v, 0)
+		if err != nil {
+			return r, fieldError(err)
+		}
+		return r, nil
+	case map[string]any:
+		for key := range v {
+			if !slices.Contains([]string{"limit", "per", "burst"}, key) {
+				return limits.Rate{}, fmt.Errorf("rate: unknown key %q (want limit, per and burst)", key)
+			}
+		}
+		var r limits.Rate
+		for _, f := range []struct {
+			key string
+			dst *int
+		}{{"limit", &r.Limit}, {"burst", &r.Burst}} {
+			fv, ok := v[f.key]
+			if !ok {
+				if f.key == "burst" {
+					continue
+				}
+				return r, errors.New("rate.limit is missing")
+			}
+			n, ok := wholeNumber(fv)
+			if !ok {
+				return r, fmt.Errorf("rate.%s %s: want a whole number from 0 to %d", f.key, show(fv), limits.MaxLimit)
+			}
+			*f.dst = n
+		}
+		perRaw, ok := v["per"]
+		if !ok {
+			return r, errors.New("rate.per is missing")
+		}
+		perText, ok := perRaw.(string)
+		if !ok {
+			return r, fmt.Errorf("rate.per %s: want a duration such as 1s, 1m, 1h or 24h", show(perRaw))
+		}
+		per, err := limits.ParsePer(perText)
+		if err != nil {
+			return r, fieldError(err)
+		}
+		r.Per = per
+		if err := r.Validate(); err != nil {
+			return r, fieldError(err)
+		}
+		return r, nil
+	}
+	return limits.Rate{}, fmt.Errorf("rate %s: want LIMIT/PER such as 100/1m, or {limit: 100, per: 1m, burst: 10}", show(raw))
+}
+
+// wholeNumber reads an int from YAML (int) or the environment (a string).
+func wholeNumber(raw any) (int, bool) {
+	switch v := raw.(type) {
+	case int:
+		return v, true
+	case string:
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		return n, err == nil
+	}
+	return 0, false
+}
+
+// parseQuota reads a policy's quota: "LIMIT/WINDOW" ("10000/day"), or
+// {limit: N, window: day}.
+func parseQuota(raw any) (limits.Quota, error) {
+	switch v := raw.(type) {
+	case string:
+		q, err := limits.ParseQuotaSpec(v)
+		if err != nil {
+			return q, fieldError(err)
+		}
+		return q, nil
+	case map[string]any:
+		for key := range v {
+			if key != "limit" && key != "window" {
+				return limits.Quota{}, fmt.Errorf("quota: unknown key %q (want limit and window)", key)
+			}
+		}
+		lRaw, ok := v["limit"]
+		if !ok {
+			return limits.Quota{}, errors.New("quota.limit is missing")
+		}
+		wRaw, ok := v["window"]
+		if !ok {
+			return limits.Quota{}, errors.New("quota.window is missing")
+		}
+		wText, ok := wRaw.(string)
+		if !ok {
+			return limits.Quota{}, fmt.Errorf("quota.window %s: want minute, hour or day", show(wRaw))
+		}
+		// The YAML value is an int or a string of digits; anything else
+		// (2.5, true) fails to parse and the message quotes it.
+		q, err := limits.ParseQuotaSpec(fmt.Sprint(lRaw) + "/" + wText)
+		if err != nil {
+			return q, fieldError(err)
+		}
+		return q, nil
+	}
+	return limits.Quota{}, fmt.Errorf("quota %s: want LIMIT/WINDOW such as 10000/day, or {limit: 10000, window: day}", show(raw))
 }
 
 // parseLimit reads a limit: a count from 0 to limits.MaxLimit, or -1 /

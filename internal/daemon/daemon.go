@@ -266,8 +266,9 @@ func startOnce(ctx context.Context, c *coordinator.Coordinator, l *completion.Li
 	return l.Start(rctx)
 }
 
-// applyPolicies sets each initial policy on a scope that has none yet: a
-// limit changed at run time (HTTP API, CLI) survives a restart.
+// applyPolicies sets each kind of each initial policy (limit, rate, quota)
+// on a scope that has none of that kind yet: one changed at run time (HTTP
+// API, CLI) survives a restart.
 func applyPolicies(ctx context.Context, c *coordinator.Coordinator, ps []config.Policy, log *slog.Logger) error {
 	if len(ps) == 0 {
 		return nil
@@ -276,18 +277,43 @@ func applyPolicies(ctx context.Context, c *coordinator.Coordinator, ps []config.
 	if err != nil {
 		return err
 	}
+	keep := func(p config.Policy, kind string, now, configured any) {
+		if fmt.Sprint(now) != fmt.Sprint(configured) {
+			log.Info("policy: keeping the "+kind+" set at run time", slog.String("scope", p.Scope.String()),
+				slog.Any(kind, now), slog.Any("configured", configured))
+		}
+	}
 	for _, p := range ps {
-		if n, set := current.Limits[p.Scope]; set {
-			if n != p.MaxConcurrent {
-				log.Info("policy: keeping the limit set at run time", slog.String("scope", p.Scope.String()),
-					slog.Int("max_concurrent", n), slog.Int("configured", p.MaxConcurrent))
+		if p.MaxConcurrent != nil {
+			if n, set := current.Limits[p.Scope]; set {
+				keep(p, "max_concurrent", n, *p.MaxConcurrent)
+			} else {
+				if err := c.SetConcurrencyLimit(ctx, p.Scope, *p.MaxConcurrent); err != nil {
+					return err
+				}
+				log.Info("policy: set", slog.String("scope", p.Scope.String()), slog.Int("max_concurrent", *p.MaxConcurrent))
 			}
-			continue
 		}
-		if err := c.SetConcurrencyLimit(ctx, p.Scope, p.MaxConcurrent); err != nil {
-			return err
+		if p.Rate != nil {
+			if r, set := current.Rates[p.Scope]; set {
+				keep(p, "rate", r, *p.Rate)
+			} else {
+				if err := c.SetRateLimit(ctx, p.Scope, *p.Rate); err != nil {
+					return err
+				}
+				log.Info("policy: set", slog.String("scope", p.Scope.String()), slog.String("rate", p.Rate.String()))
+			}
 		}
-		log.Info("policy: set", slog.String("scope", p.Scope.String()), slog.Int("max_concurrent", p.MaxConcurrent))
+		if p.Quota != nil {
+			if q, set := current.Quotas[p.Scope]; set {
+				keep(p, "quota", q, *p.Quota)
+			} else {
+				if err := c.SetQuota(ctx, p.Scope, *p.Quota); err != nil {
+					return err
+				}
+				log.Info("policy: set", slog.String("scope", p.Scope.String()), slog.String("quota", p.Quota.String()))
+			}
+		}
 	}
 	return nil
 }

@@ -151,10 +151,19 @@ func TestInitialPoliciesKeepRuntimeChanges(t *testing.T) {
 	if err := c.SetConcurrencyLimit(ctx, limits.Action("core.http"), 7); err != nil {
 		t.Fatal(err)
 	}
+	runtimeRate := limits.Rate{Limit: 1, Per: time.Second}
+	if err := c.SetRateLimit(ctx, limits.Pack("slack"), runtimeRate); err != nil {
+		t.Fatal(err)
+	}
 
 	cfg := config.Defaults()
 	cfg.Redis.Address = mr.Addr()
-	cfg.Policies = []config.Policy{{Scope: limits.Global(), MaxConcurrent: 5}, {Scope: limits.Action("core.http"), MaxConcurrent: 2}}
+	five, two := 5, 2
+	rate := limits.Rate{Limit: 100, Per: time.Minute, Burst: 10}
+	quota := limits.Quota{Limit: 10000, Window: limits.Day}
+	cfg.Policies = []config.Policy{{Scope: limits.Global(), MaxConcurrent: &five}, {Scope: limits.Action("core.http"), MaxConcurrent: &two},
+		// The rate set at run time is kept; the quota, a kind the scope does not set, is applied.
+		{Scope: limits.Pack("slack"), Rate: &rate, Quota: &quota}}
 	r := start(t, cfg)
 	r.logs.wait(t, "ready: listening for completion events")
 	p, err := c.Policies(ctx)
@@ -164,6 +173,10 @@ func TestInitialPoliciesKeepRuntimeChanges(t *testing.T) {
 	if p.Limits[limits.Global()] != 5 || p.Limits[limits.Action("core.http")] != 7 {
 		t.Fatalf("policies: %v", p.Limits)
 	}
+	if p.Rates[limits.Pack("slack")] != runtimeRate || p.Quotas[limits.Pack("slack")] != quota || len(p.Rates) != 1 || len(p.Quotas) != 1 {
+		t.Fatalf("rates %v, quotas %v: want the run-time rate kept and the configured quota set", p.Rates, p.Quotas)
+	}
+	r.logs.wait(t, "policy: keeping the rate set at run time")
 	r.stop(t)
 }
 

@@ -7,8 +7,8 @@
 //
 // Errors are {"error": "...", "code": "..."} with 400 (bad input), 401
 // (missing or wrong bearer token), 404 (unknown), 409 (conflict), 410 (queue
-// timeout), 413 (body too large), 429 (queue full) or 503 (Redis
-// unreachable).
+// timeout), 413 (body too large), 429 (queue full, or a quota used up:
+// Retry-After says when to call again) or 503 (Redis unreachable).
 package httpapi
 
 import (
@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -169,14 +170,22 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 }
 
 // fail maps an error to its status: the API's own errors carry theirs;
-// ErrInvalidArgument is 400; anything else from the coordinator means Redis
-// could not be used: 503.
+// ErrInvalidArgument is 400; a quota refusal (ErrQuotaExceeded) is 429
+// with Retry-After; anything else from the coordinator means Redis could
+// not be used: 503. Every handler's errors go through it, so the mapping
+// is the same on every endpoint.
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	var tooBig *http.MaxBytesError
+	var quota *coordinator.QuotaError
 	switch {
 	case errors.As(err, &ae):
 		writeError(w, ae.status, ae.code, ae.msg)
+	case errors.As(err, &quota):
+		writeQuotaError(w, quota, time.Now())
+	case errors.Is(err, coordinator.ErrQuotaExceeded): // without its details: retry in a second
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "quota_exceeded", strings.TrimPrefix(err.Error(), "baton: "))
 	case errors.As(err, &tooBig):
 		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large",
 			fmt.Sprintf("request body over %d bytes", tooBig.Limit))
@@ -187,6 +196,29 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 			slog.Any("error", err))
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "redis unavailable: "+err.Error())
 	}
+}
+
+// QuotaExceeded is the 429 body of a request a quota refused: the error
+// shape plus the quota and when its window resets.
+type QuotaExceeded struct {
+	Error  string    `json:"error"`
+	Code   string    `json:"code"`
+	Action string    `json:"action"`
+	Quota  *Quota    `json:"quota"`
+	Source string    `json:"quota_source"`
+	Reset  time.Time `json:"retry_at"`
+}
+
+// writeQuotaError answers 429 quota_exceeded. Retry-After is the whole
+// seconds until the window resets (RetryAt is on the Redis clock, read
+// against the daemon's: at least 1).
+func writeQuotaError(w http.ResponseWriter, e *coordinator.QuotaError, now time.Time) {
+	secs := int64(math.Ceil(e.RetryAt.Sub(now).Seconds()))
+	w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+	writeJSON(w, http.StatusTooManyRequests, QuotaExceeded{
+		Error: strings.TrimPrefix(e.Error(), "baton: "), Code: "quota_exceeded", Action: e.Action,
+		Quota: NewQuota(e.Quota), Source: e.Source, Reset: e.RetryAt.UTC(),
+	})
 }
 
 // invalidMessage is a validation error without the Go packages' prefixes
@@ -346,15 +378,10 @@ func (a *api) listPolicies(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	out := struct {
+	writeJSON(w, http.StatusOK, struct {
 		Policies []Policy `json:"policies"`
 		Version  int64    `json:"version"`
-	}{Policies: []Policy{}, Version: p.Version}
-	for s, n := range p.Limits {
-		out.Policies = append(out.Policies, Policy{Scope: s.String(), MaxConcurrent: n})
-	}
-	sortPolicies(out.Policies)
-	writeJSON(w, http.StatusOK, out)
+	}{Policies: PolicyList(p), Version: p.Version})
 }
 
 func (a *api) getPolicy(w http.ResponseWriter, r *http.Request) {
@@ -368,14 +395,17 @@ func (a *api) getPolicy(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	n, ok := p.Limits[scope]
+	out, ok := NewPolicy(p, scope)
 	if !ok {
 		a.fail(w, r, &apiError{http.StatusNotFound, "not_found", fmt.Sprintf("no policy set on %s", scope)})
 		return
 	}
-	writeJSON(w, http.StatusOK, Policy{Scope: scope.String(), MaxConcurrent: n})
+	writeJSON(w, http.StatusOK, out)
 }
 
+// putPolicy sets the kinds the body gives (max_concurrent, rate, quota) and
+// leaves the others as they are. The whole body is checked first, so a 400
+// writes nothing. The reply is everything set on the scope afterwards.
 func (a *api) putPolicy(w http.ResponseWriter, r *http.Request) {
 	scope, err := parseScope(r)
 	if err != nil {
@@ -392,36 +422,89 @@ func (a *api) putPolicy(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, badRequest("body: could not be read: %v", err))
 		return
 	}
-	n, err := decodePolicyBody(body)
+	b, err := decodePolicyBody(body)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	if err := a.c.SetConcurrencyLimit(r.Context(), scope, n); err != nil {
+	ctx := r.Context()
+	if b.maxConcurrent != nil {
+		err = a.c.SetConcurrencyLimit(ctx, scope, *b.maxConcurrent)
+	}
+	if err == nil && b.rate != nil {
+		err = a.c.SetRateLimit(ctx, scope, *b.rate)
+	}
+	if err == nil && b.quota != nil {
+		err = a.c.SetQuota(ctx, scope, *b.quota)
+	}
+	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, Policy{Scope: scope.String(), MaxConcurrent: n})
+	p, err := a.c.Policies(ctx)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out, _ := NewPolicy(p, scope)
+	writeJSON(w, http.StatusOK, out)
 }
 
+// policyKinds are the values of DELETE's ?kind=.
+var policyKinds = []string{"max_concurrent", "rate", "quota"}
+
+// deletePolicy removes what a scope sets: every kind, or the one ?kind=
+// names (max_concurrent, rate or quota). 404 when there is nothing of it.
 func (a *api) deletePolicy(w http.ResponseWriter, r *http.Request) {
 	scope, err := parseScope(r)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	p, err := a.c.Policies(r.Context())
+	kinds := policyKinds
+	if q := r.URL.Query(); q.Has("kind") {
+		k := q.Get("kind")
+		if len(q["kind"]) != 1 || !contains(policyKinds, k) {
+			a.fail(w, r, badRequest("kind %s: want max_concurrent, rate or quota (or no kind: all of them)", quote(strings.Join(q["kind"], ","))))
+			return
+		}
+		kinds = []string{k}
+	}
+	ctx := r.Context()
+	p, err := a.c.Policies(ctx)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	if _, ok := p.Limits[scope]; !ok {
-		a.fail(w, r, &apiError{http.StatusNotFound, "not_found", fmt.Sprintf("no policy set on %s", scope)})
+	var clear []func() error
+	for _, k := range kinds {
+		switch {
+		case k == "max_concurrent" && hasKey(p.Limits, scope):
+			clear = append(clear, func() error { return a.c.ClearConcurrencyLimit(ctx, scope) })
+		case k == "rate" && hasKey(p.Rates, scope):
+			clear = append(clear, func() error { return a.c.ClearRateLimit(ctx, scope) })
+		case k == "quota" && hasKey(p.Quotas, scope):
+			clear = append(clear, func() error { return a.c.ClearQuota(ctx, scope) })
+		}
+	}
+	if len(clear) == 0 {
+		what := "policy"
+		if len(kinds) == 1 {
+			what = kinds[0]
+		}
+		a.fail(w, r, &apiError{http.StatusNotFound, "not_found", fmt.Sprintf("no %s set on %s", what, scope)})
 		return
 	}
-	if err := a.c.ClearConcurrencyLimit(r.Context(), scope); err != nil {
-		a.fail(w, r, err)
-		return
+	for _, f := range clear {
+		if err := f(); err != nil {
+			a.fail(w, r, err)
+			return
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func hasKey[V any](m map[limits.Scope]V, s limits.Scope) bool {
+	_, ok := m[s]
+	return ok
 }

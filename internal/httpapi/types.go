@@ -6,25 +6,64 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/limits"
 )
 
 // QueueStats is coordinator.QueueStats as JSON (snake_case).
 type QueueStats struct {
-	Action           string     `json:"action"`
-	QueueLength      int64      `json:"queue_length"`
-	ActiveCount      int64      `json:"active_count"`
-	MaxConcurrent    int64      `json:"max_concurrent"`
-	LimitSource      string     `json:"limit_source"`
-	OldestEnqueuedAt *time.Time `json:"oldest_enqueued_at"`
-	TotalEnqueued    int64      `json:"total_enqueued"`
-	TotalAdmitted    int64      `json:"total_admitted"`
-	TotalCompleted   int64      `json:"total_completed"`
-	TotalTimedOut    int64      `json:"total_timed_out"`
-	TotalCanceled    int64      `json:"total_canceled"`
-	TotalRejected    int64      `json:"total_rejected"`
-	TotalReclaimed   int64      `json:"total_reclaimed"`
-	TotalAbandoned   int64      `json:"total_abandoned"`
-	Wait             Wait       `json:"wait"`
+	Action             string     `json:"action"`
+	QueueLength        int64      `json:"queue_length"`
+	ActiveCount        int64      `json:"active_count"`
+	MaxConcurrent      int64      `json:"max_concurrent"`
+	LimitSource        string     `json:"limit_source"`
+	Rate               *Rate      `json:"rate"`
+	RateSource         string     `json:"rate_source"`
+	ThrottledUntil     *time.Time `json:"throttled_until"`
+	Quota              *Quota     `json:"quota"`
+	QuotaSource        string     `json:"quota_source"`
+	QuotaUsed          int64      `json:"quota_used"`
+	QuotaResetAt       *time.Time `json:"quota_reset_at"`
+	OldestEnqueuedAt   *time.Time `json:"oldest_enqueued_at"`
+	TotalEnqueued      int64      `json:"total_enqueued"`
+	TotalAdmitted      int64      `json:"total_admitted"`
+	TotalCompleted     int64      `json:"total_completed"`
+	TotalTimedOut      int64      `json:"total_timed_out"`
+	TotalCanceled      int64      `json:"total_canceled"`
+	TotalRejected      int64      `json:"total_rejected"`
+	TotalQuotaRejected int64      `json:"total_quota_rejected"`
+	TotalThrottled     int64      `json:"total_throttled"`
+	TotalReclaimed     int64      `json:"total_reclaimed"`
+	TotalAbandoned     int64      `json:"total_abandoned"`
+	Wait               Wait       `json:"wait"`
+}
+
+// Rate is limits.Rate as JSON: per is a duration string ("1m", "1s").
+type Rate struct {
+	Limit int    `json:"limit"`
+	Per   string `json:"per"`
+	Burst int    `json:"burst"`
+}
+
+// Quota is limits.Quota as JSON: window is "minute", "hour" or "day".
+type Quota struct {
+	Limit  int64  `json:"limit"`
+	Window string `json:"window"`
+}
+
+// NewRate converts a rate; nil for the zero Rate (none).
+func NewRate(r limits.Rate) *Rate {
+	if r.IsZero() {
+		return nil
+	}
+	return &Rate{Limit: r.Limit, Per: limits.FormatPer(r.Per), Burst: r.Burst}
+}
+
+// NewQuota converts a quota; nil for the zero Quota (none).
+func NewQuota(q limits.Quota) *Quota {
+	if q.IsZero() {
+		return nil
+	}
+	return &Quota{Limit: q.Limit, Window: q.Window.String()}
 }
 
 // Wait is the wait-time histogram: counts[i] counts waits up to
@@ -44,6 +83,10 @@ func NewQueueStats(st coordinator.QueueStats) QueueStats {
 		MaxConcurrent: st.MaxConcurrent, LimitSource: st.LimitSource,
 		TotalEnqueued: st.TotalEnqueued, TotalAdmitted: st.TotalAdmitted, TotalCompleted: st.TotalCompleted,
 		TotalTimedOut: st.TotalTimedOut, TotalCanceled: st.TotalCanceled, TotalRejected: st.TotalRejected,
+		Rate: NewRate(st.Rate), RateSource: st.RateSource, ThrottledUntil: timePtr(st.ThrottledUntil),
+		Quota: NewQuota(st.Quota), QuotaSource: st.QuotaSource, QuotaUsed: st.QuotaUsed,
+		QuotaResetAt:       timePtr(st.QuotaResetAt),
+		TotalQuotaRejected: st.TotalQuotaRejected, TotalThrottled: st.TotalThrottled,
 		TotalReclaimed: st.TotalReclaimed, TotalAbandoned: st.TotalAbandoned,
 		Wait: Wait{Counts: st.Wait.Buckets, Over: st.Wait.Over, Count: st.Wait.Count, SumSeconds: st.Wait.Sum.Seconds()},
 	}
@@ -101,10 +144,50 @@ func NewExecutionState(st coordinator.ExecutionState) ExecutionState {
 	return out
 }
 
-// Policy is a limit set on a scope.
+// Policy is what is set on a scope: a concurrency limit, a rate and a
+// quota, each left out when the scope does not set it.
 type Policy struct {
 	Scope         string `json:"scope"`
-	MaxConcurrent int    `json:"max_concurrent"`
+	MaxConcurrent *int   `json:"max_concurrent,omitempty"`
+	Rate          *Rate  `json:"rate,omitempty"`
+	Quota         *Quota `json:"quota,omitempty"`
+}
+
+// NewPolicy is what p sets on scope; ok is false when it sets nothing.
+func NewPolicy(p limits.Policies, scope limits.Scope) (out Policy, ok bool) {
+	out.Scope = scope.String()
+	if n, set := p.Limits[scope]; set {
+		out.MaxConcurrent = &n
+	}
+	if r, set := p.Rates[scope]; set {
+		out.Rate = NewRate(r)
+	}
+	if q, set := p.Quotas[scope]; set {
+		out.Quota = NewQuota(q)
+	}
+	return out, out.MaxConcurrent != nil || out.Rate != nil || out.Quota != nil
+}
+
+// PolicyList is every policy, by scope.
+func PolicyList(p limits.Policies) []Policy {
+	scopes := map[limits.Scope]bool{}
+	for s := range p.Limits {
+		scopes[s] = true
+	}
+	for s := range p.Rates {
+		scopes[s] = true
+	}
+	for s := range p.Quotas {
+		scopes[s] = true
+	}
+	out := []Policy{}
+	for s := range scopes {
+		if pol, ok := NewPolicy(p, s); ok {
+			out = append(out, pol)
+		}
+	}
+	sortPolicies(out)
+	return out
 }
 
 func sortPolicies(p []Policy) {

@@ -78,6 +78,14 @@ var (
 	descReclaims  = prometheus.NewDesc("baton_reclaims_total", "Slots reclaimed from expired leases and unacknowledged grants.", labels, nil)
 	descAbandoned = prometheus.NewDesc("baton_abandoned_total", "Waiters dropped because their process was dead.", labels, nil)
 
+	descThrottled     = prometheus.NewDesc("baton_throttled_total", "Executions that waited at the head of the queue for a rate token (each counted once).", labels, nil)
+	descThrottleWait  = prometheus.NewDesc("baton_throttled_seconds", "How long the head of the queue still waits for its rate token (Redis clock, read by the daemon's); 0 when it does not wait for one.", labels, nil)
+	descRate          = prometheus.NewDesc("baton_rate_limit_per_second", "Rate in force, in admissions per second (limit/per); absent when no rate applies.", labels, nil)
+	descRateBurst     = prometheus.NewDesc("baton_rate_burst", "Burst of the rate in force; absent when no rate applies.", labels, nil)
+	descQuotaLimit    = prometheus.NewDesc("baton_quota_limit", "Quota in force: executions accepted per window; absent when no quota applies.", []string{"action", "window"}, nil)
+	descQuotaUsed     = prometheus.NewDesc("baton_quota_used", "Executions accepted in the current quota window (admitted, and waiting with a reservation); absent when no quota applies.", labels, nil)
+	descQuotaRejected = prometheus.NewDesc("baton_quota_rejections_total", "Requests refused because the quota of the window was used up.", labels, nil)
+
 	descWait = prometheus.NewDesc("baton_wait_seconds", "Time from enqueue to grant (Redis clock).", labels, nil)
 
 	descUp = prometheus.NewDesc("baton_redis_up", "1 when Redis answered every read of the last scrape, else 0.", nil, nil)
@@ -104,7 +112,8 @@ func NewCollector(src Source, log *slog.Logger) *Collector {
 // Describe sends every descriptor the collector uses.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueue, descRunning, descLimit, descOldest, descEnqueued, descGrants,
-		descCompleted, descTimeouts, descCancels, descRejects, descReclaims, descAbandoned, descWait, descUp} {
+		descCompleted, descTimeouts, descCancels, descRejects, descReclaims, descAbandoned, descThrottled, descThrottleWait,
+		descRate, descRateBurst, descQuotaLimit, descQuotaUsed, descQuotaRejected, descWait, descUp} {
 		ch <- d
 	}
 }
@@ -210,7 +219,27 @@ func send(ch chan<- prometheus.Metric, st coordinator.QueueStats) {
 	counter(descRejects, st.TotalRejected)
 	counter(descReclaims, st.TotalReclaimed)
 	counter(descAbandoned, st.TotalAbandoned)
+	counter(descThrottled, st.TotalThrottled)
+	counter(descQuotaRejected, st.TotalQuotaRejected)
+	gauge(descThrottleWait, throttledSeconds(st, time.Now()))
+	if !st.Rate.IsZero() {
+		gauge(descRate, float64(st.Rate.Limit)/st.Rate.Per.Seconds())
+		gauge(descRateBurst, float64(st.Rate.Burst))
+	}
+	if !st.Quota.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descQuotaLimit, prometheus.GaugeValue, float64(st.Quota.Limit), st.Action, st.Quota.Window.String())
+		gauge(descQuotaUsed, float64(st.QuotaUsed))
+	}
 	ch <- waitHistogram(st)
+}
+
+// throttledSeconds is how long the head still waits for its rate token at
+// now; 0 when it waits for none.
+func throttledSeconds(st coordinator.QueueStats, now time.Time) float64 {
+	if st.ThrottledUntil.IsZero() {
+		return 0
+	}
+	return max(0, st.ThrottledUntil.Sub(now).Seconds())
 }
 
 // waitHistogram turns the scripts' non-cumulative buckets into Prometheus's

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/limits"
 )
 
 // fakeSource serves fixed stats; actions come two per page.
@@ -148,5 +149,62 @@ baton_limit{action="core.http"} 2
 	}
 	if n := strings.Count(logs.String(), "skipping a malformed member"); n != 3 {
 		t.Fatalf("%d log lines for 3 malformed members over 2 scrapes, want 3:\n%s", n, logs.String())
+	}
+}
+
+// TestRateAndQuotaMetrics: the throttle and quota numbers of QueueStats are
+// exported per action; the rate and quota gauges only where one applies.
+func TestRateAndQuotaMetrics(t *testing.T) {
+	src := &fakeSource{
+		refs: []string{"slack.post", "core.local"},
+		stats: map[string]coordinator.QueueStats{
+			"slack.post": {Action: "slack.post", MaxConcurrent: -1,
+				Rate: limits.Rate{Limit: 120, Per: time.Minute, Burst: 10}, RateSource: "pack:slack",
+				ThrottledUntil: time.Now().Add(time.Hour),
+				Quota:          limits.Quota{Limit: 10000, Window: limits.Day}, QuotaSource: "action:slack.post", QuotaUsed: 42,
+				TotalThrottled: 7, TotalQuotaRejected: 3},
+			"core.local": {Action: "core.local", MaxConcurrent: -1, RateSource: "default", QuotaSource: "default"},
+		},
+	}
+	c := NewCollector(src, slog.New(slog.DiscardHandler))
+	want := `
+# HELP baton_throttled_total Executions that waited at the head of the queue for a rate token (each counted once).
+# TYPE baton_throttled_total counter
+baton_throttled_total{action="core.local"} 0
+baton_throttled_total{action="slack.post"} 7
+# HELP baton_rate_limit_per_second Rate in force, in admissions per second (limit/per); absent when no rate applies.
+# TYPE baton_rate_limit_per_second gauge
+baton_rate_limit_per_second{action="slack.post"} 2
+# HELP baton_rate_burst Burst of the rate in force; absent when no rate applies.
+# TYPE baton_rate_burst gauge
+baton_rate_burst{action="slack.post"} 10
+# HELP baton_quota_limit Quota in force: executions accepted per window; absent when no quota applies.
+# TYPE baton_quota_limit gauge
+baton_quota_limit{action="slack.post",window="day"} 10000
+# HELP baton_quota_used Executions accepted in the current quota window (admitted, and waiting with a reservation); absent when no quota applies.
+# TYPE baton_quota_used gauge
+baton_quota_used{action="slack.post"} 42
+# HELP baton_quota_rejections_total Requests refused because the quota of the window was used up.
+# TYPE baton_quota_rejections_total counter
+baton_quota_rejections_total{action="core.local"} 0
+baton_quota_rejections_total{action="slack.post"} 3
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "baton_throttled_total", "baton_rate_limit_per_second",
+		"baton_rate_burst", "baton_quota_limit", "baton_quota_used", "baton_quota_rejections_total"); err != nil {
+		t.Fatal(err)
+	}
+	// The head waits an hour for its token; the idle action waits for none.
+	now := time.Now()
+	if got := throttledSeconds(src.stats["slack.post"], src.stats["slack.post"].ThrottledUntil.Add(-time.Hour)); got != 3600 {
+		t.Fatalf("throttled seconds an hour before the token: %v", got)
+	}
+	if got := throttledSeconds(src.stats["core.local"], now); got != 0 {
+		t.Fatalf("throttled seconds with no throttle: %v", got)
+	}
+	if got := throttledSeconds(coordinator.QueueStats{ThrottledUntil: now.Add(-time.Second)}, now); got != 0 {
+		t.Fatalf("throttled seconds after the token is due: %v", got)
+	}
+	if n := testutil.CollectAndCount(c, "baton_throttled_seconds"); n != 2 {
+		t.Fatalf("%d baton_throttled_seconds series, want 2", n)
 	}
 }

@@ -43,6 +43,8 @@ type clusterNode struct {
 	bus  int
 	proc *process
 	id   string // cluster node ID
+	// stalled: paused by StallReplica, resumed when its master is killed.
+	stalled bool
 }
 
 // NodeRole is one node as the cluster sees it.
@@ -307,7 +309,10 @@ func (c *Cluster) Nodes(ctx context.Context) ([]NodeRole, error) {
 	var from *clusterNode
 	for _, n := range nodes {
 		alive[n.id] = n.proc.alive()
-		if from == nil && alive[n.id] {
+		c.mu.Lock()
+		stalled := n.stalled
+		c.mu.Unlock()
+		if from == nil && alive[n.id] && !stalled {
 			from = n
 		}
 	}
@@ -367,6 +372,7 @@ func (c *Cluster) KillMaster(ctx context.Context, addr string) (promoted string,
 		return "", fmt.Errorf("redistest: cluster: master %s has no live replica to promote", addr)
 	}
 	n.proc.kill()
+	c.resumeStalled()
 	ctx, cancel := context.WithTimeout(ctx, clusterReadyTimeout)
 	defer cancel()
 	err = waitUntil(ctx, "cluster: the replica "+replica+" of the killed master "+addr+" to be promoted", func(ctx context.Context) error {
@@ -389,6 +395,58 @@ func (c *Cluster) KillMaster(ctx context.Context, addr string) (promoted string,
 		return "", err
 	}
 	return replica, nil
+}
+
+// StallReplica makes the replica of the master at addr fall behind, as a
+// slow link or a busy replica would: it pauses the replica (SIGSTOP) and
+// drops its replication link on the master, so that the master's writes
+// from now on reach no replica. KillMaster resumes it right after killing
+// the master, so that the promoted replica lacks those writes. Keep the
+// stall well below ClusterNodeTimeout.
+func (c *Cluster) StallReplica(ctx context.Context, addr string) error {
+	n, err := c.node(addr)
+	if err != nil {
+		return err
+	}
+	roles, err := c.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range roles {
+		if r.MasterID != n.id || !r.Alive {
+			continue
+		}
+		rep, err := c.node(r.Addr)
+		if err != nil {
+			return err
+		}
+		if err := rep.proc.pause(); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		rep.stalled = true
+		c.mu.Unlock()
+		rdb := n.client()
+		defer rdb.Close()
+		if err := rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
+			c.resumeStalled()
+			return fmt.Errorf("redistest: cluster: dropping %s's replica link: %w", addr, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("redistest: cluster: master %s has no live replica", addr)
+}
+
+// resumeStalled resumes the replicas StallReplica paused.
+func (c *Cluster) resumeStalled() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.nodes {
+		if n.stalled {
+			n.proc.resume()
+			n.stalled = false
+		}
+	}
 }
 
 // degraded is healthy for a cluster missing one replica: cluster_state:ok
@@ -457,6 +515,7 @@ func (c *Cluster) node(addr string) (*clusterNode, error) {
 
 // Stop kills every node.
 func (c *Cluster) Stop() {
+	c.resumeStalled()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, n := range c.nodes {

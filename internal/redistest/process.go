@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -101,6 +102,22 @@ func (p *process) kill() {
 	}
 	_ = p.cmd.Process.Kill()
 	<-p.exited
+}
+
+// pause stops the process (SIGSTOP) until resume (SIGCONT).
+func (p *process) pause() error {
+	if !p.alive() {
+		return fmt.Errorf("redistest: %s is not running", p.addr)
+	}
+	return p.cmd.Process.Signal(syscall.SIGSTOP)
+}
+
+// resume continues a paused process; a process that is not running is
+// left alone.
+func (p *process) resume() {
+	if p.alive() {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	}
 }
 
 // alive reports whether the process has not exited.

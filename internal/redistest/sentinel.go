@@ -26,6 +26,7 @@ const SentinelDownAfter = 2 * time.Second
 // them (quorum 2), every one a redis-server on loopback.
 type SentinelGroup struct {
 	dir       string
+	stalled   []*process // paused by StallReplicas
 	servers   []*process // the master first, at start; roles change on failover
 	sentinels []*process
 }
@@ -221,6 +222,7 @@ func (g *SentinelGroup) KillMaster(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("redistest: sentinel: the master %s is not one of ours or not running", old)
 	}
 	victim.kill()
+	g.resumeStalled()
 	ctx, cancel := context.WithTimeout(ctx, clusterReadyTimeout)
 	defer cancel()
 	var promoted string
@@ -252,6 +254,41 @@ func (g *SentinelGroup) KillMaster(ctx context.Context) (string, error) {
 		return g.settled(ctx, addr)
 	})
 	return promoted, err
+}
+
+// StallReplicas makes both replicas fall behind, as slow links would: it
+// pauses them (SIGSTOP) and drops their replication links on the master,
+// so that the master's writes from now on reach no replica. KillMaster
+// resumes them right after killing the master, so that the promoted
+// replica lacks those writes. Keep the stall below SentinelDownAfter.
+func (g *SentinelGroup) StallReplicas(ctx context.Context) error {
+	master, err := g.MasterAddr(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range g.servers {
+		if p.addr != master && p.alive() {
+			if err := p.pause(); err != nil {
+				g.resumeStalled()
+				return err
+			}
+			g.stalled = append(g.stalled, p)
+		}
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: master, MaxRetries: -1, Protocol: 2})
+	defer rdb.Close()
+	if err := rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
+		g.resumeStalled()
+		return fmt.Errorf("redistest: sentinel: dropping the replica links of %s: %w", master, err)
+	}
+	return nil
+}
+
+func (g *SentinelGroup) resumeStalled() {
+	for _, p := range g.stalled {
+		p.resume()
+	}
+	g.stalled = nil
 }
 
 // Revive restarts every killed server, empty, on its old port, as a

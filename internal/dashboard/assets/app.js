@@ -93,6 +93,18 @@ function fmtLimit(n) {
   return n < 0 ? 'unlimited' : String(n);
 }
 
+// fmtThrottle renders a rate policy ({limit, per, burst}) and fmtQuota a
+// quota ({limit, window}) with their sources; '–' when none applies.
+function fmtThrottle(r, source) {
+  if (r == null) return '–';
+  return `${r.limit}/${r.per}` + (r.burst > 1 ? ` burst ${r.burst}` : '') + ` (${source})`;
+}
+
+function fmtQuota(q, used, source) {
+  if (q == null) return '–';
+  return `${used} of ${q.limit}/${q.window} (${source})`;
+}
+
 function fmtRate(r) {
   if (r == null) return '–';
   return r >= 100 ? r.toFixed(0) : r.toFixed(1);
@@ -181,7 +193,7 @@ function sample(actions, now) {
 
 function withDerived(a, now) {
   const oldest = a.oldest_enqueued_at ? (now - Date.parse(a.oldest_enqueued_at)) / 1000 : null;
-  return { ...a, oldest_wait: oldest, rate: state.rates.has(a.action) ? state.rates.get(a.action) : null };
+  return { ...a, oldest_wait: oldest, admit_rate: state.rates.has(a.action) ? state.rates.get(a.action) : null };
 }
 
 function sortRows(rows) {
@@ -213,7 +225,7 @@ function renderActions() {
       el('td', fmtLimit(a.max_concurrent), 'limit'),
       el('td', a.limit_source, 'source'),
       el('td', a.oldest_wait == null ? '–' : fmtDuration(a.oldest_wait), 'oldest'),
-      el('td', fmtRate(a.rate), 'rate'),
+      el('td', fmtRate(a.admit_rate), 'rate'),
       el('td', a.total_admitted, 'admitted'),
       el('td', a.total_rejected, 'rejected'),
       el('td', a.total_timed_out, 'timed-out'),
@@ -229,14 +241,17 @@ function renderActions() {
   }
 }
 
+// renderPolicies lists the concurrency limits (a scope may set only a rate
+// or a quota: it is not listed); clear removes the limit alone.
 function renderPolicies(tbody, policies, winner) {
   const out = [];
   for (const p of policies) {
+    if (p.max_concurrent === undefined) continue;
     const clear = el('button', 'clear');
     clear.type = 'button';
     clear.dataset.scope = p.scope;
     clear.addEventListener('click', () =>
-      mutate(`clear ${p.scope}`, () => api('DELETE', '/api/v1/policies/' + enc(p.scope))));
+      mutate(`clear ${p.scope}`, () => api('DELETE', '/api/v1/policies/' + enc(p.scope) + '?kind=max_concurrent')));
     const tr = row([el('td', p.scope, p.scope === winner ? 'winner' : ''), el('td', fmtLimit(p.max_concurrent)), td(clear)]);
     tr.dataset.scope = p.scope;
     out.push(tr);
@@ -302,8 +317,12 @@ function renderAction(st, page, holders, policies) {
     stat('running', st.active_count, 'running'),
     stat('limit', fmtLimit(st.max_concurrent), 'limit'),
     stat('limit from', st.limit_source, 'source'),
+    stat('rate', fmtThrottle(st.rate, st.rate_source), 'throttle'),
+    stat('quota used', fmtQuota(st.quota, st.quota_used, st.quota_source), 'quota'),
+    stat('throttled', st.total_throttled, 'throttled'),
+    stat('over quota', st.total_quota_rejected, 'quota-rejected'),
     stat('oldest wait', d.oldest_wait == null ? '–' : fmtDuration(d.oldest_wait), 'oldest'),
-    stat('admitted/s', fmtRate(d.rate), 'rate'),
+    stat('admitted/s', fmtRate(d.admit_rate), 'rate'),
     stat('admitted', st.total_admitted, 'admitted'),
     stat('completed', st.total_completed, 'completed'),
     stat('rejected', st.total_rejected, 'rejected'),

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,6 +25,8 @@ import (
 	"github.com/batonhq/baton/cmd/bench/internal/redisstats"
 	"github.com/batonhq/baton/cmd/bench/internal/report"
 	"github.com/batonhq/baton/cmd/bench/internal/workload"
+	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/limits"
 )
 
 // Exit codes.
@@ -38,11 +41,19 @@ const (
 type Flags struct {
 	// Redis, JSON, Mode and Workload (--actions ... --processes) describe the run;
 	// WorkText is --work as given.
-	Redis    string
-	JSON     bool
-	Mode     string
-	Workload workload.Workload
-	WorkText string
+	Redis string
+	JSON  bool
+	// Cluster is --cluster (seed addresses); StartCluster and StartRedis
+	// are --start-cluster and --start-redis.
+	Cluster      string
+	StartCluster bool
+	StartRedis   bool
+	// WaitReplicas and WaitTimeout configure every Coordinator.
+	WaitReplicas int
+	WaitTimeout  time.Duration
+	Mode         string
+	Workload     workload.Workload
+	WorkText     string
 
 	// Calibrate is --calibrate; CalibrateSet says whether it was given.
 	Calibrate         bool
@@ -70,6 +81,12 @@ type Flags struct {
 	// Crash mode.
 	KillWhen  string
 	KillAfter float64
+
+	// Throttle and quota modes: --rate, --burst, --quota and --duration.
+	RateText  string
+	Burst     int
+	QuotaText string
+	Duration  time.Duration
 }
 
 // Parse reads the command line.
@@ -82,8 +99,13 @@ func Parse(args []string, stderr io.Writer) (*Flags, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&f.Redis, "redis", "", "Redis to measure, redis://host:port (loopback only); empty: an in-process miniredis (not Redis figures)")
+	fs.StringVar(&f.Cluster, "cluster", "", "Redis Cluster to measure: seed addresses host:port,host:port (loopback only); throughput mode")
+	fs.BoolVar(&f.StartCluster, "start-cluster", false, "start a loopback Redis Cluster of 3 masters and 3 replicas (redis-server on PATH) and measure it; throughput mode")
+	fs.BoolVar(&f.StartRedis, "start-redis", false, "start one loopback redis-server (on PATH) and measure it")
+	fs.IntVar(&f.WaitReplicas, "wait-replicas", 0, "Coordinator WaitReplicas: state-changing calls wait for this many replicas (WAIT)")
+	fs.DurationVar(&f.WaitTimeout, "wait-timeout", coordinator.DefaultWaitTimeout, "Coordinator WaitTimeout")
 	fs.BoolVar(&f.JSON, "json", false, "print exactly one JSON object on stdout instead of the table")
-	fs.StringVar(&f.Mode, "mode", "throughput", "throughput, memory, sweep or crash")
+	fs.StringVar(&f.Mode, "mode", "throughput", "throughput, memory, sweep, crash, throttle or quota")
 	fs.IntVar(&f.Workload.Actions, "actions", 8, "distinct actions")
 	fs.IntVar(&f.Workload.Limit, "limit", 4, "concurrency limit per action")
 	fs.IntVar(&f.Workload.Executions, "executions", 500, "executions per action")
@@ -109,6 +131,10 @@ func Parse(args []string, stderr io.Writer) (*Flags, error) {
 	fs.IntVar(&f.SweepPasses, "sweep-passes", 5, "sweep: passes measured of each kind")
 	fs.StringVar(&f.KillWhen, "kill-when", "holding", "crash: kill the victim while it holds slots (holding) or while it only waits (waiting)")
 	fs.Float64Var(&f.KillAfter, "kill-after", 0.25, "crash: kill once this fraction of the executions finished")
+	fs.StringVar(&f.RateText, "rate", "200/1s", "throttle: the rate of the throttled phase, LIMIT/PER (per action, set on their pack)")
+	fs.IntVar(&f.Burst, "burst", 10, "throttle: the rate's burst")
+	fs.StringVar(&f.QuotaText, "quota", "100/minute", "quota: the quota, LIMIT/WINDOW (per action, set on their pack)")
+	fs.DurationVar(&f.Duration, "duration", 65*time.Second, "quota: how long the clients ask (more than a minute crosses a window)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -145,8 +171,24 @@ func (f *Flags) validate() error {
 		if f.IdleActions < 1 || f.Due < 1 || f.SweepPasses < 1 {
 			return errors.New("--idle-actions, --due and --sweep-passes must be >= 1")
 		}
+	case "throttle", "quota":
+		if err := f.Workload.Validate(); err != nil {
+			return err
+		}
+		if f.Workload.Processes != 1 {
+			return fmt.Errorf("--mode %s runs in one process: --processes must be 1", f.Mode)
+		}
+		if _, err := limits.ParseRateSpec(f.RateText, f.Burst); err != nil {
+			return fmt.Errorf("--rate %q --burst %d: %w", f.RateText, f.Burst, err)
+		}
+		if _, err := limits.ParseQuotaSpec(f.QuotaText); err != nil {
+			return fmt.Errorf("--quota %q: %w", f.QuotaText, err)
+		}
+		if f.Duration <= 0 {
+			return errors.New("--duration must be > 0")
+		}
 	default:
-		return fmt.Errorf("--mode %q: want throughput, memory, sweep or crash", f.Mode)
+		return fmt.Errorf("--mode %q: want throughput, memory, sweep, crash, throttle or quota", f.Mode)
 	}
 	if f.Queued < 0 || f.IDBytes < 8 || f.IDBytes > 255 {
 		return errors.New("--queued must be >= 0 and --id-bytes within 8..255")
@@ -177,6 +219,29 @@ func (f *Flags) validate() error {
 		if err := loadgen.CheckLoopback(f.Redis); err != nil {
 			return err
 		}
+	}
+	targets := 0
+	for _, set := range []bool{f.Redis != "", f.Cluster != "", f.StartCluster, f.StartRedis} {
+		if set {
+			targets++
+		}
+	}
+	if targets > 1 {
+		return errors.New("give at most one of --redis, --cluster, --start-cluster and --start-redis")
+	}
+	if f.Cluster != "" {
+		if _, err := parseSeeds(f.Cluster); err != nil {
+			return err
+		}
+	}
+	if (f.Cluster != "" || f.StartCluster) && f.Mode != "throughput" {
+		return fmt.Errorf("--mode %s: a cluster is measured in throughput mode only", f.Mode)
+	}
+	if (f.Cluster != "" || f.StartCluster) && (f.Baseline != "" || f.Via == "http") {
+		return errors.New("--baseline and --via http: not on a cluster")
+	}
+	if f.WaitReplicas < 0 || f.WaitTimeout < time.Millisecond {
+		return errors.New("--wait-replicas must be >= 0 and --wait-timeout at least 1ms")
 	}
 	if f.AckTimeout >= f.LeaseTTL {
 		return errors.New("--ack-timeout must be below --lease-ttl")
@@ -242,6 +307,8 @@ func childMain(specJSON string, stderr io.Writer) int {
 // env is the Redis a run measures.
 type env struct {
 	url       string
+	cluster   []string // seeds, for a cluster run
+	stop      func()   // stops what --start-cluster or --start-redis started
 	miniredis bool
 	version   string
 	prefix    string
@@ -250,7 +317,37 @@ type env struct {
 
 func setup(ctx context.Context, f *Flags) (*env, error) {
 	e := &env{url: f.Redis, prefix: "bench-" + randomHex(4)}
-	if f.Redis == "" {
+	switch {
+	case f.StartCluster:
+		seeds, stop, err := startCluster()
+		if err != nil {
+			return nil, err
+		}
+		e.cluster, e.stop = seeds, stop
+	case f.Cluster != "":
+		e.cluster, _ = parseSeeds(f.Cluster)
+	case f.StartRedis:
+		url, stop, err := startRedis()
+		if err != nil {
+			return nil, err
+		}
+		e.url, e.stop = url, stop
+	}
+	if len(e.cluster) > 0 {
+		rdb, _, err := loadgen.ConnectCluster(e.cluster, 2)
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		defer rdb.Close()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			e.close()
+			return nil, fmt.Errorf("cluster %v: %w", e.cluster, err)
+		}
+		e.version = redisstats.ServerVersion(ctx, rdb)
+		return e, nil
+	}
+	if e.url == "" {
 		mr, err := miniredis.Run()
 		if err != nil {
 			return nil, fmt.Errorf("starting miniredis: %w", err)
@@ -260,10 +357,12 @@ func setup(ctx context.Context, f *Flags) (*env, error) {
 	}
 	rdb, _, err := loadgen.Connect(e.url, 2)
 	if err != nil {
+		e.close()
 		return nil, err
 	}
 	defer rdb.Close()
 	if err := rdb.Ping(ctx).Err(); err != nil {
+		e.close()
 		return nil, fmt.Errorf("redis %s: %w", e.url, err)
 	}
 	e.version = redisstats.ServerVersion(ctx, rdb)
@@ -274,11 +373,17 @@ func (e *env) close() {
 	if e.mr != nil {
 		e.mr.Close()
 	}
+	if e.stop != nil {
+		e.stop()
+	}
 }
 
 func (e *env) target() string {
 	if e.miniredis {
 		return "in-process miniredis: NOT Redis figures (use --redis redis://127.0.0.1:PORT)"
+	}
+	if len(e.cluster) > 0 {
+		return fmt.Sprintf("Redis Cluster %s seeded with %s", e.version, strings.Join(e.cluster, ","))
 	}
 	return fmt.Sprintf("Redis %s at %s", e.version, loadgen.Host(e.url))
 }
@@ -319,6 +424,9 @@ func run(ctx context.Context, f *Flags, stderr io.Writer) (*report.Report, error
 		return nil, err
 	}
 	defer e.close()
+	if len(e.cluster) > 0 {
+		return runClusterThroughput(ctx, f, e, stderr)
+	}
 	switch f.Mode {
 	case "memory":
 		return runMemory(ctx, f, e)
@@ -326,6 +434,10 @@ func run(ctx context.Context, f *Flags, stderr io.Writer) (*report.Report, error
 		return runSweep(ctx, f, e, stderr)
 	case "crash":
 		return runCrash(ctx, f, e, stderr)
+	case "throttle":
+		return runThrottle(ctx, f, e)
+	case "quota":
+		return runQuota(ctx, f, e)
 	}
 	return runThroughput(ctx, f, e, stderr)
 }

@@ -221,6 +221,21 @@ func TestFlagsRefused(t *testing.T) {
 		{"--clients", "4"},
 		{"--baseline", "token-bucket"},
 		{"--ack-timeout", "40s"},
+		{"--mode", "throttle", "--rate", "100"},
+		{"--mode", "throttle", "--rate", "100/1m", "--burst", "-1"},
+		{"--mode", "throttle", "--processes", "2"},
+		{"--mode", "quota", "--quota", "10/week"},
+		{"--mode", "quota", "--duration", "0s"},
+		{"--cluster", "10.0.0.1:7000,127.0.0.1:7001"},
+		{"--cluster", ","},
+		{"--cluster", "127.0.0.1:7000", "--redis", "redis://127.0.0.1:6379"},
+		{"--start-cluster", "--start-redis"},
+		{"--start-cluster", "--mode", "memory"},
+		{"--start-cluster", "--baseline", "polling"},
+		{"--start-cluster", "--via", "http"},
+		{"--wait-replicas", "-1"},
+		{"--start-cluster", "--mode", "throttle"},
+		{"--start-cluster", "--mode", "quota"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := Main(args, &out, &errOut); code != ExitError || out.Len() != 0 {
@@ -267,6 +282,46 @@ func TestCalibrateFlagHelp(t *testing.T) {
 			t.Errorf("%v on miniredis=%v: calibrating %v, want %v", tc.args, tc.miniredis, got, tc.cal)
 		}
 	}
+}
+
+// TestClusterThroughput runs the bench on a Redis Cluster it starts, with
+// durable writes, and checks the per-master figures it reports.
+func TestClusterThroughput(t *testing.T) {
+	if !redistest.Available() {
+		if redistest.Required() {
+			t.Fatal("BATON_REQUIRE_REDIS=1 but redis-server is not on PATH")
+		}
+		t.Skip("redis-server not on PATH")
+	}
+	var out, errOut bytes.Buffer
+	code := Main([]string{"--start-cluster", "--actions", "12", "--executions", "20", "--clients", "24",
+		"--wait-replicas", "1", "--calibrate=false", "--json", "--progress", "off"}, &out, &errOut)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var r struct {
+		Lost            int     `json:"lost"`
+		Admitted        int     `json:"admitted"`
+		BusiestOverMean float64 `json:"busiest_over_mean"`
+		Masters         []struct {
+			Actions int   `json:"actions"`
+			CPUUs   int64 `json:"cpu_us"`
+		} `json:"masters"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	actions := 0
+	for _, m := range r.Masters {
+		actions += m.Actions
+		if m.CPUUs <= 0 {
+			t.Errorf("a master with no CPU time: %+v", r.Masters)
+		}
+	}
+	if len(r.Masters) != 3 || actions != 12 || r.Lost != 0 || r.Admitted != 240 || r.BusiestOverMean < 1 {
+		t.Fatalf("report: %s", out.String())
+	}
+	t.Logf("busiest master over the mean: %.2f", r.BusiestOverMean)
 }
 
 // TestThroughputViaHTTP: --via http runs the same workload through the HTTP

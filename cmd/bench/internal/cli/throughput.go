@@ -23,7 +23,8 @@ import (
 )
 
 func (f *Flags) coordinatorOptions(prefix string) loadgen.CoordinatorOptions {
-	return loadgen.CoordinatorOptions{Prefix: prefix, LeaseTTL: f.LeaseTTL, AckTimeout: f.AckTimeout, SweepInterval: f.SweepInterval}
+	return loadgen.CoordinatorOptions{Prefix: prefix, LeaseTTL: f.LeaseTTL, AckTimeout: f.AckTimeout, SweepInterval: f.SweepInterval,
+		WaitReplicas: f.WaitReplicas, WaitTimeout: f.WaitTimeout}
 }
 
 func (f *Flags) calibrating(e *env) bool {
@@ -175,7 +176,7 @@ func startChildren(ctx context.Context, f *Flags, e *env, col *loadgen.Collector
 		}
 	}
 	for p := range f.Workload.Processes {
-		spec := loadgen.Spec{Redis: e.url, Coordinator: f.coordinatorOptions(e.prefix), Config: f.loadConfig(p),
+		spec := loadgen.Spec{Redis: e.url, Cluster: e.cluster, Coordinator: f.coordinatorOptions(e.prefix), Config: f.loadConfig(p),
 			Timeout: f.Timeout, Actions: f.Workload.Actions}
 		ch, err := loadgen.StartChild(exe, spec, col)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/batonhq/baton/cmd/bench/internal/redisstats"
 	"github.com/batonhq/baton/coordinator"
@@ -65,6 +66,22 @@ func Connect(redisURL string, poolSize int) (*redis.Client, *redisstats.Counter,
 	return rdb, counter, nil
 }
 
+// ConnectCluster opens a cluster client seeded with seeds, with a pool of
+// poolSize connections per node, the slot map re-read every second (so a
+// failover is followed), and a Counter hooked in.
+func ConnectCluster(seeds []string, poolSize int) (*redis.ClusterClient, *redisstats.Counter, error) {
+	for _, s := range seeds {
+		if err := CheckLoopback("redis://" + s); err != nil {
+			return nil, nil, fmt.Errorf("--cluster: %w", err)
+		}
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: seeds, PoolSize: poolSize,
+		ReadTimeout: 10 * time.Second, ClusterStateReloadInterval: time.Second})
+	counter := redisstats.NewCounter(ScriptNames())
+	rdb.AddHook(counter)
+	return rdb, counter, nil
+}
+
 // CoordinatorOptions are the Coordinator settings a bench process uses.
 type CoordinatorOptions struct {
 	// Prefix, LeaseTTL, AckTimeout and SweepInterval are the coordinator.Options
@@ -75,6 +92,9 @@ type CoordinatorOptions struct {
 	SweepInterval time.Duration `json:"sweep_interval"`
 	// MaxWaitConns bounds blocking connections (0: the Coordinator's default).
 	MaxWaitConns int `json:"max_wait_conns"`
+	// WaitReplicas and WaitTimeout are the coordinator.Options fields.
+	WaitReplicas int           `json:"wait_replicas"`
+	WaitTimeout  time.Duration `json:"wait_timeout"`
 }
 
 // NewCoordinator starts a Coordinator on rdb, loads the policies and the
@@ -82,11 +102,23 @@ type CoordinatorOptions struct {
 // pays for a script load. Its blocking waits get a client of their own
 // (rdb's options, no retries) that counter, when not nil, counts too.
 // closeAll closes the Coordinator and that client.
-func NewCoordinator(ctx context.Context, rdb *redis.Client, counter *redisstats.Counter, o CoordinatorOptions) (c *coordinator.Coordinator, closeAll func(), err error) {
-	wo := *rdb.Options()
-	wo.MaxRetries = -1
-	wo.PoolSize = cmp.Or(o.MaxWaitConns, coordinator.DefaultMaxWaitConns)
-	wait := redis.NewClient(&wo)
+func NewCoordinator(ctx context.Context, rdb redis.UniversalClient, counter *redisstats.Counter, o CoordinatorOptions) (c *coordinator.Coordinator, closeAll func(), err error) {
+	var wait redis.UniversalClient
+	switch r := rdb.(type) {
+	case *redis.Client:
+		wo := *r.Options()
+		wo.MaxRetries = -1
+		wo.PoolSize = cmp.Or(o.MaxWaitConns, coordinator.DefaultMaxWaitConns)
+		wait = redis.NewClient(&wo)
+	case *redis.ClusterClient:
+		wo := *r.Options()
+		wo.MaxRetries = -1
+		wo.PoolSize = cmp.Or(o.MaxWaitConns, coordinator.DefaultMaxWaitConns)
+		wo.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled} // see coordinator's waitClient
+		wait = redis.NewClusterClient(&wo)
+	default:
+		return nil, nil, fmt.Errorf("bench: unsupported client %T", rdb)
+	}
 	if counter != nil {
 		wait.AddHook(counter)
 	}
@@ -98,6 +130,8 @@ func NewCoordinator(ctx context.Context, rdb *redis.Client, counter *redisstats.
 		MaxWaitConns:   o.MaxWaitConns,
 		MaxQueueLength: -1,
 		WaitClient:     wait,
+		WaitReplicas:   o.WaitReplicas,
+		WaitTimeout:    o.WaitTimeout,
 	})
 	if err != nil {
 		wait.Close()

@@ -11,6 +11,10 @@ import (
 	"os/exec"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/cmd/bench/internal/redisstats"
 )
 
 // ChildEnv is the environment variable that makes the bench binary run as a
@@ -19,8 +23,9 @@ const ChildEnv = "BATON_BENCH_CHILD"
 
 // Spec is everything a child process needs.
 type Spec struct {
-	// Redis is the redis:// URL.
-	Redis string `json:"redis"`
+	// Redis is the redis:// URL, unless Cluster names seed addresses.
+	Redis   string   `json:"redis"`
+	Cluster []string `json:"cluster,omitempty"`
 	// Coordinator configures the child's Coordinator.
 	Coordinator CoordinatorOptions `json:"coordinator"`
 	// Config is the child's share of the clients.
@@ -37,7 +42,14 @@ type Spec struct {
 func RunChild(spec Spec, in io.Reader, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), spec.Timeout)
 	defer cancel()
-	rdb, counter, err := Connect(spec.Redis, PoolSize(len(spec.Config.Clients), spec.Actions))
+	var rdb redis.UniversalClient
+	var counter *redisstats.Counter
+	var err error
+	if len(spec.Cluster) > 0 {
+		rdb, counter, err = ConnectCluster(spec.Cluster, PoolSize(len(spec.Config.Clients), spec.Actions))
+	} else {
+		rdb, counter, err = Connect(spec.Redis, PoolSize(len(spec.Config.Clients), spec.Actions))
+	}
 	if err != nil {
 		return err
 	}

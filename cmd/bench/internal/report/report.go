@@ -12,12 +12,13 @@ import (
 	"text/tabwriter"
 
 	"github.com/batonhq/baton/cmd/bench/internal/calibrate"
+	"github.com/batonhq/baton/cmd/bench/internal/ratecheck"
 	"github.com/batonhq/baton/cmd/bench/internal/workload"
 )
 
 // Report is the result of one bench run. Fields of other modes are omitted.
 type Report struct {
-	// Mode is throughput, memory, sweep or crash.
+	// Mode is throughput, memory, sweep, crash, throttle or quota.
 	Mode string `json:"mode"`
 	// Target says what was measured: a Redis version and address, or miniredis.
 	Target       string `json:"target"`
@@ -51,6 +52,14 @@ type Report struct {
 	Memory *Memory `json:"memory,omitempty"`
 	Sweep  *Sweep  `json:"sweep,omitempty"`
 	Crash  *Crash  `json:"crash,omitempty"`
+	// Throttle and Quota hold the figures of those modes.
+	Throttle *Throttle `json:"throttle,omitempty"`
+	Quota    *Quota    `json:"quota,omitempty"`
+
+	// Masters are a cluster run's per-master figures; BusiestOverMean is the
+	// busiest master's Redis CPU over the masters' mean.
+	Masters         []MasterCPU `json:"masters,omitempty"`
+	BusiestOverMean float64     `json:"busiest_over_mean,omitempty"`
 
 	// Failed lists the promises broken in this run; the exit code is non-zero when it is not empty.
 	Failed []string `json:"failed,omitempty"`
@@ -190,6 +199,82 @@ type Crash struct {
 	SweepIntervalS float64 `json:"sweep_interval_s"`
 }
 
+// Throttle is the result of --mode throttle: the same workload without a
+// rate and with one, in one run.
+type Throttle struct {
+	// Rate and Burst are the rate of the throttled phase.
+	Rate  string `json:"rate"`
+	Burst int    `json:"burst"`
+	// Phases are the unthrottled and the throttled run.
+	Phases []RateCost `json:"phases"`
+	// ExcessAdmissions is the most admissions over limit*T/per +
+	// max(burst, 1) in any interval T of the throttled run (0: the bound
+	// held everywhere); AdmissionsOverBound counts admissions that end such
+	// an interval.
+	ExcessAdmissions    int `json:"excess_admissions"`
+	AdmissionsOverBound int `json:"admissions_over_bound"`
+	// ExpectedSpacingMs is per/limit; MeanSpacingMs the measured mean gap
+	// between admissions of an action once its burst was used (Gaps gaps),
+	// SpacingRatio their quotient (1: exact), P50SpacingMs each action's
+	// median gap and WorstP99SpacingMs the largest 99th percentile.
+	ExpectedSpacingMs float64   `json:"expected_spacing_ms"`
+	MeanSpacingMs     float64   `json:"mean_spacing_ms"`
+	SpacingRatio      float64   `json:"spacing_ratio"`
+	Gaps              int       `json:"gaps"`
+	P50SpacingMs      []float64 `json:"p50_spacing_ms"`
+	WorstP99SpacingMs float64   `json:"worst_p99_spacing_ms"`
+	// FIFOInversions counts admissions out of enqueue order, both phases.
+	FIFOInversions int `json:"fifo_inversions"`
+	// Extra* are the throttled phase's figures minus the unthrottled one's,
+	// per admission: what a throttled admission costs over an unthrottled one.
+	ExtraCmdsPerAdmission       float64 `json:"extra_cmds_per_admission"`
+	ExtraRoundTripsPerAdmission float64 `json:"extra_round_trips_per_admission"`
+	ExtraRedisCPUUsPerAdmission float64 `json:"extra_redis_cpu_us_per_admission,omitempty"`
+	// IdleRedisCPUUsPerS is Redis's CPU per second with no load, measured first.
+	IdleRedisCPUUsPerS float64 `json:"idle_redis_cpu_us_per_s,omitempty"`
+	// Failures counts the errors clients saw, by message.
+	Failures map[string]int `json:"failures,omitempty"`
+}
+
+// RateCost is what one phase of the throttle mode cost.
+type RateCost struct {
+	Phase        string  `json:"phase"`
+	Admissions   int     `json:"admissions"`
+	WallS        float64 `json:"wall_s"`
+	AdmittedPerS float64 `json:"admitted_per_s"`
+	// Throttled sums QueueStats.TotalThrottled over the phase's actions.
+	Throttled int64 `json:"throttled"`
+	// CmdsPerAdmission and RoundTripsPerAdmission are client-side counts,
+	// release included; CommandsPerAdmission breaks them down.
+	CmdsPerAdmission       float64            `json:"cmds_per_admission"`
+	RoundTripsPerAdmission float64            `json:"round_trips_per_admission"`
+	CommandsPerAdmission   map[string]float64 `json:"commands_per_admission,omitempty"`
+	// RedisCPUUsPerAdmission is the INFO cpu difference per admission;
+	// ...NetOfIdle subtracts the idle rate times the wall time.
+	RedisCPUUsPerAdmission          float64 `json:"redis_cpu_us_per_admission,omitempty"`
+	RedisCPUUsPerAdmissionNetOfIdle float64 `json:"redis_cpu_us_per_admission_net,omitempty"`
+}
+
+// Quota is the result of --mode quota.
+type Quota struct {
+	Quota     string  `json:"quota"`
+	DurationS float64 `json:"duration_s"`
+	// Accepted and Rejected count the requests; QuotaRejectedCounted is
+	// QueueStats.TotalQuotaRejected summed (a cross-check).
+	Accepted             int   `json:"accepted"`
+	Rejected             int   `json:"rejected"`
+	QuotaRejectedCounted int64 `json:"quota_rejected_counted"`
+	// Windows are the counts by action and window; Exact, Over, Early and
+	// Short sort them (see ratecheck.QuotaVerdict).
+	Windows []ratecheck.WindowCount `json:"windows"`
+	Exact   int                     `json:"windows_exact"`
+	Over    int                     `json:"windows_over"`
+	Early   int                     `json:"windows_refused_early"`
+	Short   int                     `json:"windows_short"`
+	// Failures counts the errors clients saw, by message.
+	Failures map[string]int `json:"failures,omitempty"`
+}
+
 // WriteJSON writes r as one JSON object.
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
@@ -226,6 +311,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(tw, "work_bound_admissions_per_s\t%.0f\t(actions x limit / mean work)\n", r.WorkBoundAdmissionsPerS)
 		}
 	}
+	if len(r.Masters) > 0 {
+		fmt.Fprintf(tw, "\nmaster\tactions\tredis_cpu_us\tus_per_admission\tshare\n")
+		for _, m := range r.Masters {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.2f\n", m.Addr, m.Actions, m.CPUUs, m.CPUUsPerAdmission, m.Share)
+		}
+		fmt.Fprintf(tw, "busiest_over_mean\t%.2f\t(busiest master's Redis CPU / the masters' mean)\n", r.BusiestOverMean)
+	}
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(tw, "queued\t%d\t(%d-byte IDs, filled in %.2fs)\n", m.Queued, m.IDBytes, m.FillS)
 		fmt.Fprintf(tw, "used_memory\t%d -> %d\n", m.UsedBefore, m.UsedAfter)
@@ -246,6 +338,20 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "held slots back after\t%.2fs\t(bound %.2fs: lease TTL + sweep interval + margin)\n", c.HeldRecoveryS, c.HeldBoundS)
 		fmt.Fprintf(tw, "dead waiters gone after\t%.2fs\t(bound %.2fs: lease TTL + ack timeout + sweep interval + margin)\n", c.WaiterRecoveryS, c.WaiterBoundS)
 		fmt.Fprintf(tw, "within bounds\t%v\treclaimed %d, abandoned %d, survivors lost %d\n", c.WithinBounds, c.Reclaimed, c.Abandoned, c.SurvivorsLost)
+	}
+	if t := r.Throttle; t != nil {
+		writeThrottle(tw, t)
+	}
+	if q := r.Quota; q != nil {
+		fmt.Fprintf(tw, "quota\t%s per action\t(%.1fs)\n", q.Quota, q.DurationS)
+		fmt.Fprintf(tw, "requests\t%d accepted, %d refused\t(QueueStats counted %d refused)\n", q.Accepted, q.Rejected, q.QuotaRejectedCounted)
+		fmt.Fprintf(tw, "windows\t%d exact, %d over, %d refused early, %d short\n", q.Exact, q.Over, q.Early, q.Short)
+		for _, w := range q.Windows {
+			fmt.Fprintf(tw, "  %s %s\t%d accepted, %d refused\n", w.Action, w.Start.UTC().Format("15:04:05"), w.Accepted, w.Rejected)
+		}
+		for msg, n := range q.Failures {
+			fmt.Fprintf(tw, "errors: %d x %s\n", n, msg)
+		}
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(tw, "\nnote: %s", n)
@@ -317,10 +423,109 @@ func writeLoads(tw io.Writer, cols []*Load) {
 	}
 }
 
+func writeThrottle(tw io.Writer, t *Throttle) {
+	fmt.Fprintf(tw, "rate\t%s burst %d\n\n", t.Rate, t.Burst)
+	fmt.Fprint(tw, "phase")
+	for _, p := range t.Phases {
+		fmt.Fprintf(tw, "\t%s", p.Phase)
+	}
+	fmt.Fprintln(tw)
+	row := func(name string, f func(p RateCost) string) {
+		fmt.Fprint(tw, name)
+		for _, p := range t.Phases {
+			fmt.Fprintf(tw, "\t%s", f(p))
+		}
+		fmt.Fprintln(tw)
+	}
+	row("admissions", func(p RateCost) string { return fmt.Sprint(p.Admissions) })
+	row("admitted_per_s", func(p RateCost) string { return fmt.Sprintf("%.0f", p.AdmittedPerS) })
+	row("throttled (QueueStats)", func(p RateCost) string { return fmt.Sprint(p.Throttled) })
+	row("cmds_per_admission", func(p RateCost) string { return fmt.Sprintf("%.2f", p.CmdsPerAdmission) })
+	row("round_trips_per_admission", func(p RateCost) string { return fmt.Sprintf("%.2f", p.RoundTripsPerAdmission) })
+	row("redis_cpu_us_per_admission", func(p RateCost) string {
+		if p.RedisCPUUsPerAdmission == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f (net of idle %.1f)", p.RedisCPUUsPerAdmission, p.RedisCPUUsPerAdmissionNetOfIdle)
+	})
+	row("wall_s", func(p RateCost) string { return fmt.Sprintf("%.2f", p.WallS) })
+	for _, p := range t.Phases {
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(p.CommandsPerAdmission)) {
+			parts = append(parts, fmt.Sprintf("%s %.2f", k, p.CommandsPerAdmission[k]))
+		}
+		fmt.Fprintf(tw, "%s commands per admission: %s\n", p.Phase, strings.Join(parts, ", "))
+	}
+	fmt.Fprintf(tw, "\nthrottled - unthrottled, per admission\t%+.2f commands, %+.2f round trips", t.ExtraCmdsPerAdmission, t.ExtraRoundTripsPerAdmission)
+	if t.ExtraRedisCPUUsPerAdmission != 0 {
+		fmt.Fprintf(tw, ", %+.1f µs Redis CPU (net of idle %.0f µs/s)", t.ExtraRedisCPUUsPerAdmission, t.IdleRedisCPUUsPerS)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "excess_admissions\t%d\t(over limit*T/per + max(burst, 1), any interval; %d admissions end one)\n", t.ExcessAdmissions, t.AdmissionsOverBound)
+	fmt.Fprintf(tw, "spacing\tmean %.3f ms, expected %.3f ms (ratio %.4f), worst p99 %.3f ms, over %d gaps\n",
+		t.MeanSpacingMs, t.ExpectedSpacingMs, t.SpacingRatio, t.WorstP99SpacingMs, t.Gaps)
+	fmt.Fprintf(tw, "fifo_inversions\t%d\n", t.FIFOInversions)
+	for msg, n := range t.Failures {
+		fmt.Fprintf(tw, "errors: %d x %s\n", n, msg)
+	}
+}
+
 func floats(v []float64) string {
 	parts := make([]string, len(v))
 	for i, f := range v {
 		parts[i] = fmt.Sprintf("%.2f", f)
 	}
 	return strings.Join(parts, " ")
+}
+
+// MasterCPU is one cluster master's share of a run.
+type MasterCPU struct {
+	// Addr is the master's host:port.
+	Addr string `json:"addr"`
+	// Actions counts the workload's actions whose slot it serves.
+	Actions int `json:"actions"`
+	// CPUUs is its INFO cpu (user + sys) difference over the run, µs.
+	CPUUs int64 `json:"cpu_us"`
+	// CPUUsPerAdmission is CPUUs over all the run's admissions.
+	CPUUsPerAdmission float64 `json:"cpu_us_per_admission"`
+	// Share is CPUUs over the sum of every master's.
+	Share float64 `json:"share"`
+}
+
+// SpreadOf builds the per-master figures from INFO cpu before and after,
+// the actions each master serves and the run's admissions, sorted by address.
+func SpreadOf(after, before map[string]int64, actions map[string]int, admitted int) []MasterCPU {
+	var total int64
+	for a, us := range after {
+		total += us - before[a]
+	}
+	out := make([]MasterCPU, 0, len(after))
+	for _, a := range slices.Sorted(maps.Keys(after)) {
+		m := MasterCPU{Addr: a, Actions: actions[a], CPUUs: after[a] - before[a]}
+		if admitted > 0 {
+			m.CPUUsPerAdmission = float64(m.CPUUs) / float64(admitted)
+		}
+		if total > 0 {
+			m.Share = float64(m.CPUUs) / float64(total)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// BusiestOverMean is the busiest master's CPU over the masters' mean (1:
+// perfectly even; 0 when unknown).
+func BusiestOverMean(ms []MasterCPU) float64 {
+	if len(ms) == 0 {
+		return 0
+	}
+	var sum, most int64
+	for _, m := range ms {
+		sum += m.CPUUs
+		most = max(most, m.CPUUs)
+	}
+	if sum == 0 {
+		return 0
+	}
+	return float64(most) / (float64(sum) / float64(len(ms)))
 }
