@@ -107,41 +107,79 @@ local function rate_derive(r)
   return r
 end
 
+-- TOTALS names the counters of "totals" in their order; TOTAL their index.
+-- They are kept as the decimal strings read (T): a call converts only the
+-- counters it changes, and flush joins the strings, so no call pays for
+-- parsing and formatting eight numbers. The counters of rq_totals (GROUP
+-- rq) are numbers in M, like state's.
+local TOTALS = { 'enqueued', 'admitted', 'completed', 'timed_out', 'canceled', 'rejected', 'reclaimed', 'abandoned' }
+local TOTAL = {
+  enqueued = 1, admitted = 2, completed = 3, timed_out = 4, canceled = 5, rejected = 6, reclaimed = 7, abandoned = 8,
+}
+local T = {}
+
+-- The last state, due and totals strings a call read or wrote, with what
+-- they hold: the next call on a busy action reads the same strings back and
+-- skips parsing them. A pure memo of the parse (the string alone decides the
+-- numbers), so it is right for any action; as EVAL scripts it is always empty.
+local MEMO_STATE, MS1, MS2, MS3, MS4 = false, 0, 0, 0, 0
+local MEMO_DUE, MD1, MD2 = false, 0, 0
+local MEMO_TOTALS, MT = false, {}
+
+-- K, M and DIRTY are filled in place on every call (never rebuilt): as a
+-- Function library they live across calls, and refilling a table that
+-- already has its fields allocates nothing.
+K, M, DIRTY = {}, {}, {}
+
 local function begin(keys, argv)
-  K = {
-    queue = keys[1], waiting = keys[2], running = keys[3], holders = keys[4],
-    owners = keys[5], meta = keys[6], waits = keys[7], quota = keys[8],
-  }
+  K.queue, K.waiting, K.running, K.holders = keys[1], keys[2], keys[3], keys[4]
+  K.owners, K.meta, K.waits, K.quota = keys[5], keys[6], keys[7], keys[8]
   BASE = argv[1]
   local t = redis.call('TIME')
-  NOW_US = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  -- Decimal strings become numbers by arithmetic (s + 0) on hot paths: the
+  -- same conversion as tonumber, without a function call.
+  NOW_US = t[1] * 1000000 + t[2]
   NOW = math.floor(NOW_US / 1000)
-  M = {
-    policy_version = -1, limit = -1, seq = 0, fence = 0, next_reclaim = 0, indexed_due = 0,
-    enqueued = 0, admitted = 0, completed = 0, timed_out = 0, canceled = 0, rejected = 0, reclaimed = 0, abandoned = 0,
-  }
-  FRESH, DIRTY, REPORT, ALIVE = true, {}, 0, {}
+  M.policy_version, M.limit, M.seq, M.fence, M.next_reclaim, M.indexed_due = -1, -1, 0, 0, 0, 0
+  DIRTY.state, DIRTY.due, DIRTY.totals, DIRTY.rq, DIRTY.rate = false, false, false, false, false
+  FRESH, REPORT, ALIVE = true, 0, {}
   RATE, QUOTA, THROTTLED, WAKE = nil, nil, 0, 0
   M.throttled, M.quota_rejected = 0, 0
   local v = redis.call('HMGET', K.meta, 'state', 'due', 'totals', 'rate', 'quota', 'rq_totals')
-  if v[1] then
-    local a, b, c, d = string.match(v[1], STATE_PAT)
+  local s = v[1]
+  if s and s == MEMO_STATE then
+    FRESH = false
+    M.policy_version, M.limit, M.seq, M.fence = MS1, MS2, MS3, MS4
+  elseif s then
+    local a, b, c, d = string.match(s, STATE_PAT)
     if a then
       FRESH = false
-      M.policy_version, M.limit, M.seq, M.fence = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+      M.policy_version, M.limit, M.seq, M.fence = a + 0, b + 0, c + 0, d + 0
+      MEMO_STATE, MS1, MS2, MS3, MS4 = s, M.policy_version, M.limit, M.seq, M.fence
     end
   end
-  if v[2] then
-    local a, b = string.match(v[2], DUE_PAT)
+  s = v[2]
+  if s and s == MEMO_DUE then
+    M.next_reclaim, M.indexed_due = MD1, MD2
+  elseif s then
+    local a, b = string.match(s, DUE_PAT)
     if a then
-      M.next_reclaim, M.indexed_due = tonumber(a), tonumber(b)
+      M.next_reclaim, M.indexed_due = a + 0, b + 0
+      MEMO_DUE, MD1, MD2 = s, M.next_reclaim, M.indexed_due
     end
   end
-  if v[3] then
-    local a, b, c, d, e, f, g, h = string.match(v[3], TOTALS_PAT)
+  s = v[3]
+  if s and s == MEMO_TOTALS then
+    T[1], T[2], T[3], T[4], T[5], T[6], T[7], T[8] = MT[1], MT[2], MT[3], MT[4], MT[5], MT[6], MT[7], MT[8]
+  else
+    local a, b, c, d, e, f, g, h
+    if s then
+      a, b, c, d, e, f, g, h = string.match(s, TOTALS_PAT)
+    end
     if a then
-      M.enqueued, M.admitted, M.completed, M.timed_out = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
-      M.canceled, M.rejected, M.reclaimed, M.abandoned = tonumber(e), tonumber(f), tonumber(g), tonumber(h)
+      T[1], T[2], T[3], T[4], T[5], T[6], T[7], T[8] = a, b, c, d, e, f, g, h
+    else
+      T[1], T[2], T[3], T[4], T[5], T[6], T[7], T[8] = '0', '0', '0', '0', '0', '0', '0', '0'
     end
   end
   if v[6] then
@@ -168,18 +206,37 @@ end
 
 -- str renders an integer-valued number without exponent or decimals.
 local function str(n)
+  if n == 0 then
+    return '0'
+  end
   return string.format('%d', n)
 end
 
+-- total returns a counter of "totals" (a TOTALS name) as a number.
+local function total(f)
+  return tonumber(T[TOTAL[f]])
+end
+
+-- set and bump change a number of a GROUP (state, due, rq); bump also a counter of totals.
 local function set(f, n)
   M[f] = n
-  DIRTY[GROUP[f] or 'totals'] = true
+  DIRTY[GROUP[f]] = true
 end
 
 local function bump(f, n)
-  M[f] = M[f] + (n or 1)
-  DIRTY[GROUP[f] or 'totals'] = true
+  local g = GROUP[f]
+  if g then
+    M[f] = M[f] + (n or 1)
+    DIRTY[g] = true
+  else
+    local i = TOTAL[f]
+    T[i] = str(T[i] + (n or 1))
+    DIRTY.totals = true
+  end
 end
+
+-- The arguments of flush's HSET, refilled by every flush.
+local FLUSH_ARGS = {}
 
 -- flush writes the changed groups of numbers back in one HSET. It also
 -- decides whether the caller must schedule a tick: when this call found the
@@ -191,78 +248,86 @@ local function flush()
     DIRTY.rate = true
     WAKE = math.max(THROTTLED - NOW_US, 1)
   end
-  local args = {}
+  local args, n = FLUSH_ARGS, 0
   if DIRTY.state then
-    args[#args + 1] = 'state'
-    args[#args + 1] = string.format('%d,%d,%d,%d', M.policy_version, M.limit, M.seq, M.fence)
+    MEMO_STATE = string.format('%d,%d,%d,%d', M.policy_version, M.limit, M.seq, M.fence)
+    MS1, MS2, MS3, MS4 = M.policy_version, M.limit, M.seq, M.fence
+    args[n + 1], args[n + 2] = 'state', MEMO_STATE
+    n = n + 2
   end
   if DIRTY.due then
-    args[#args + 1] = 'due'
-    args[#args + 1] = string.format('%d,%d', M.next_reclaim, M.indexed_due)
+    MEMO_DUE, MD1, MD2 = string.format('%d,%d', M.next_reclaim, M.indexed_due), M.next_reclaim, M.indexed_due
+    args[n + 1], args[n + 2] = 'due', MEMO_DUE
+    n = n + 2
   end
   if DIRTY.totals then
-    args[#args + 1] = 'totals'
-    args[#args + 1] = string.format('%d,%d,%d,%d,%d,%d,%d,%d', M.enqueued, M.admitted, M.completed,
-      M.timed_out, M.canceled, M.rejected, M.reclaimed, M.abandoned)
+    MEMO_TOTALS = T[1] .. ',' .. T[2] .. ',' .. T[3] .. ',' .. T[4] .. ',' .. T[5] .. ',' .. T[6] .. ',' .. T[7]
+      .. ',' .. T[8]
+    MT[1], MT[2], MT[3], MT[4], MT[5], MT[6], MT[7], MT[8] = T[1], T[2], T[3], T[4], T[5], T[6], T[7], T[8]
+    args[n + 1], args[n + 2] = 'totals', MEMO_TOTALS
+    n = n + 2
   end
   if DIRTY.rq then
-    args[#args + 1] = 'rq_totals'
-    args[#args + 1] = string.format('%d,%d', M.throttled, M.quota_rejected)
+    args[n + 1], args[n + 2] = 'rq_totals', string.format('%d,%d', M.throttled, M.quota_rejected)
+    n = n + 2
   end
   if DIRTY.rate and RATE then
-    args[#args + 1] = 'rate'
-    args[#args + 1] = string.format('%d,%d,%d,%d,%d,%d', RATE.limit, RATE.per, RATE.burst, RATE.tat, RATE.marked,
+    args[n + 1] = 'rate'
+    args[n + 2] = string.format('%d,%d,%d,%d,%d,%d', RATE.limit, RATE.per, RATE.burst, RATE.tat, RATE.marked,
       RATE.sched)
+    n = n + 2
   end
-  if #args > 0 then
-    redis.call('HSET', K.meta, unpack(args))
+  if n > 0 then
+    redis.call('HSET', K.meta, unpack(args, 1, n))
   end
 end
 
--- Base-62 digits: 0-9 A-Z a-z, as bytes.
-local function b62c(d)
-  if d < 10 then
-    return d + 48
-  elseif d < 36 then
-    return d + 55
-  end
-  return d + 61
-end
-
-local function b62v(b)
-  if b >= 97 then
-    return b - 61
-  elseif b >= 65 then
-    return b - 55
-  end
-  return b - 48
-end
+-- Base-62 digits: 0-9 A-Z a-z. A digit d is the byte
+-- d + 48 + (d > 9 and 7 or 0) + (d > 35 and 6 or 0), written out inline below:
+-- no function call or table per digit (a table would cost every EVAL call
+-- its construction).
 
 -- waiting_value packs a waiter: its seq as 9 base-62 digits, then its owner
 -- (12 bytes with a 3-character owner: the allocator's 16-byte class).
 local function waiting_value(seq, owner)
-  local n = tonumber(seq)
-  local d = {}
-  for i = 9, 1, -1 do
-    local r = n % 62
-    d[i] = b62c(r)
-    n = (n - r) / 62
-  end
-  return string.char(d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9]) .. owner
+  local n = seq + 0
+  local d9 = n % 62
+  n = (n - d9) / 62
+  local d8 = n % 62
+  n = (n - d8) / 62
+  local d7 = n % 62
+  n = (n - d7) / 62
+  local d6 = n % 62
+  n = (n - d6) / 62
+  local d5 = n % 62
+  n = (n - d5) / 62
+  local d4 = n % 62
+  n = (n - d4) / 62
+  local d3 = n % 62
+  n = (n - d3) / 62
+  local d2 = n % 62
+  local d1 = ((n - d2) / 62) % 62
+  return string.char(
+    d1 + 48 + (d1 > 9 and 7 or 0) + (d1 > 35 and 6 or 0), d2 + 48 + (d2 > 9 and 7 or 0) + (d2 > 35 and 6 or 0),
+    d3 + 48 + (d3 > 9 and 7 or 0) + (d3 > 35 and 6 or 0), d4 + 48 + (d4 > 9 and 7 or 0) + (d4 > 35 and 6 or 0),
+    d5 + 48 + (d5 > 9 and 7 or 0) + (d5 > 35 and 6 or 0), d6 + 48 + (d6 > 9 and 7 or 0) + (d6 > 35 and 6 or 0),
+    d7 + 48 + (d7 > 9 and 7 or 0) + (d7 > 35 and 6 or 0), d8 + 48 + (d8 > 9 and 7 or 0) + (d8 > 35 and 6 or 0),
+    d9 + 48 + (d9 > 9 and 7 or 0) + (d9 > 35 and 6 or 0)) .. owner
 end
 
 -- parse_waiting returns the decimal seq and the owner of a waiting value.
+-- The digit of a byte b is b - 48 - (b > 64 and 7 or 0) - (b > 96 and 6 or 0).
 local function parse_waiting(v)
   local b1, b2, b3, b4, b5, b6, b7, b8, b9 = string.byte(v, 1, 9)
-  local n = b62v(b1)
-  n = n * 62 + b62v(b2)
-  n = n * 62 + b62v(b3)
-  n = n * 62 + b62v(b4)
-  n = n * 62 + b62v(b5)
-  n = n * 62 + b62v(b6)
-  n = n * 62 + b62v(b7)
-  n = n * 62 + b62v(b8)
-  n = n * 62 + b62v(b9)
+  local n = b1 - 48 - (b1 > 64 and 7 or 0) - (b1 > 96 and 6 or 0)
+  n = n * 62 + b2 - 48 - (b2 > 64 and 7 or 0) - (b2 > 96 and 6 or 0)
+  n = n * 62 + b3 - 48 - (b3 > 64 and 7 or 0) - (b3 > 96 and 6 or 0)
+  n = n * 62 + b4 - 48 - (b4 > 64 and 7 or 0) - (b4 > 96 and 6 or 0)
+  n = n * 62 + b5 - 48 - (b5 > 64 and 7 or 0) - (b5 > 96 and 6 or 0)
+  n = n * 62 + b6 - 48 - (b6 > 64 and 7 or 0) - (b6 > 96 and 6 or 0)
+  n = n * 62 + b7 - 48 - (b7 > 64 and 7 or 0) - (b7 > 96 and 6 or 0)
+  n = n * 62 + b8 - 48 - (b8 > 64 and 7 or 0) - (b8 > 96 and 6 or 0)
+  n = n * 62 + b9 - 48 - (b9 > 64 and 7 or 0) - (b9 > 96 and 6 or 0)
   return str(n), string.sub(v, 10)
 end
 
@@ -447,7 +512,7 @@ end
 local function owner_deadline(owner)
   local d = ALIVE[owner]
   if d == nil then
-    d = tonumber(redis.call('ZSCORE', K.owners, owner) or '0')
+    d = (redis.call('ZSCORE', K.owners, owner) or '0') + 0
     ALIVE[owner] = d
   end
   return d
@@ -458,13 +523,13 @@ local function owner_alive(owner)
 end
 
 local function touch_owner(owner, lease_ms)
-  local d = NOW + tonumber(lease_ms)
+  local d = NOW + lease_ms
   redis.call('ZADD', K.owners, str(d), owner)
   ALIVE[owner] = d
 end
 
 local function observe_wait(seq)
-  local w = NOW_US - tonumber(seq)
+  local w = NOW_US - seq
   if w < 0 then
     w = 0
   end
@@ -553,7 +618,8 @@ end
 local function admit(exec, owner, seq, deadline, state)
   bump('fence')
   redis.call('ZADD', K.running, str(deadline), exec)
-  redis.call('HSET', K.holders, exec, holder_value(str(M.fence), owner, str(NOW), seq, state))
+  -- holder_value(fence, owner, NOW, seq, state), in one call
+  redis.call('HSET', K.holders, exec, string.format('%d:%s:%d:%s:%s', M.fence, owner, NOW, seq, state))
   bump('admitted')
   observe_wait(seq)
   lower_reclaim(deadline)
@@ -664,7 +730,7 @@ local function grant_waiters(ack_ms)
       local seq, owner = parse_waiting(w)
       if owner_alive(owner) then
         take_token()
-        local fence = admit(exec, owner, seq, NOW + tonumber(ack_ms), 'g')
+        local fence = admit(exec, owner, seq, NOW + ack_ms, 'g')
         redis.call('RPUSH', grant_key(owner, exec), grant_token(seq, str(fence)))
         granted = granted + 1
         running = running + 1

@@ -51,8 +51,11 @@ if QUOTA then
   used, reset = n, str(stop)
 end
 local totals = {}
-for _, f in ipairs({ 'enqueued', 'admitted', 'completed', 'timed_out', 'canceled', 'rejected', 'reclaimed', 'abandoned',
-  'throttled', 'quota_rejected' }) do
+for i, f in ipairs(TOTALS) do
+  totals[#totals + 1] = f
+  totals[#totals + 1] = T[i]
+end
+for _, f in ipairs({ 'throttled', 'quota_rejected' }) do
   totals[#totals + 1] = f
   totals[#totals + 1] = str(M[f])
 end

@@ -11,10 +11,10 @@
 -- which the sweeper puts back in the index; wake as release.lua's.
 local ack_ms = ARGV[2]
 
-local before = M.reclaimed + M.abandoned
+local before = total('reclaimed') + total('abandoned')
 redis.call('ZREMRANGEBYSCORE', K.owners, '-inf', NOW)
 reclaim(true)
-local reclaimed = M.reclaimed + M.abandoned - before
+local reclaimed = total('reclaimed') + total('abandoned') - before
 local granted, abandoned = grant_waiters(ack_ms)
 local due = due_after()
 if due > 0 and REPORT > 0 and REPORT < due then
