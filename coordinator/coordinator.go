@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/batonhq/baton/internal/keys"
 	"github.com/batonhq/baton/limits"
@@ -152,6 +153,10 @@ func waitClient(rdb redis.UniversalClient, n int) (redis.UniversalClient, bool) 
 	case *redis.ClusterClient:
 		o := *c.Options()
 		o.MaxRetries, o.PoolSize, o.MinIdleConns, o.MaxIdleConns = -1, n, 0, n
+		// The copied options share the original's maintenance-notification
+		// setup, whose handlers a second client cannot register again (go-redis
+		// logs it on every node connection). Blocking waits need none.
+		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 		return redis.NewClusterClient(&o), true
 	}
 	return rdb, false

@@ -134,7 +134,7 @@ func Parse(args []string, stderr io.Writer) (*Flags, error) {
 	fs.StringVar(&f.RateText, "rate", "200/1s", "throttle: the rate of the throttled phase, LIMIT/PER (per action, set on their pack)")
 	fs.IntVar(&f.Burst, "burst", 10, "throttle: the rate's burst")
 	fs.StringVar(&f.QuotaText, "quota", "100/minute", "quota: the quota, LIMIT/WINDOW (per action, set on their pack)")
-	fs.DurationVar(&f.Duration, "duration", 65*time.Second, "quota: how long the clients ask (more than a minute crosses a window)")
+	fs.DurationVar(&f.Duration, "duration", 65*time.Second, "quota: how long the clients ask at least (more than a minute crosses a window); the run then goes on until every action was refused once, within --timeout")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

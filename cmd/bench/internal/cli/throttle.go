@@ -343,13 +343,25 @@ func runQuota(ctx context.Context, f *Flags, e *env) (*report.Report, error) {
 	)
 	start := time.Now()
 	deadline := start.Add(f.Duration)
+	// The run lasts --duration and then until every action has been refused
+	// at least once (its window used up, whatever the machine's speed), but
+	// never past --timeout.
+	refused := make([]atomic.Bool, len(refs))
+	allRefused := func() bool {
+		for i := range refused {
+			if !refused[i].Load() {
+				return false
+			}
+		}
+		return true
+	}
 	for cl := range wl.Clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(cl), uint64(start.UnixNano())))
 			ref := refs[cl%len(refs)]
-			for time.Now().Before(deadline) && ctx.Err() == nil {
+			for (time.Now().Before(deadline) || !allRefused()) && ctx.Err() == nil {
 				id := fmt.Sprintf("%s-q-%d", runID, seq.Add(1))
 				l, err := b.c.EnqueueAndWait(ctx, ref, id)
 				var qe *coordinator.QuotaError
@@ -365,6 +377,7 @@ func runQuota(ctx context.Context, f *Flags, e *env) (*report.Report, error) {
 						mu.Unlock()
 					}
 				case errors.As(err, &qe):
+					refused[cl%len(refs)].Store(true)
 					mu.Lock()
 					decisions = append(decisions, ratecheck.Decision{Action: ref, Window: qe.RetryAt.Add(-q.Window.Duration())})
 					mu.Unlock()

@@ -69,7 +69,7 @@ func TestThrottleAndQuotaOnMiniredis(t *testing.T) {
 	code, m := bench(t, "--mode", "throttle", "--actions", "2", "--limit", "2", "--executions", "30", "--clients", "8",
 		"--work", "1ms", "--rate", "50/1s", "--burst", "3")
 	checkThrottle(t, code, m, 60, 27*0.020)
-	code, m = bench(t, "--mode", "quota", "--actions", "2", "--clients", "6", "--work", "1ms", "--quota", "15/minute", "--duration", "1s")
+	code, m = bench(t, "--mode", "quota", "--actions", "2", "--clients", "6", "--work", "1ms", "--quota", "15/hour", "--duration", "1s")
 	checkQuota(t, code, m)
 }
 
@@ -80,6 +80,6 @@ func TestThrottleAndQuotaOnRedis(t *testing.T) {
 		"--clients", "8", "--work", "1ms", "--rate", "50/1s", "--burst", "3")
 	checkThrottle(t, code, m, 80, 37*0.020)
 	code, m = bench(t, "--redis", url, "--mode", "quota", "--actions", "2", "--clients", "6", "--work", "1ms",
-		"--quota", "15/minute", "--duration", "1s")
+		"--quota", "15/hour", "--duration", "1s")
 	checkQuota(t, code, m)
 }

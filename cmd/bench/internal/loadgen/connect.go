@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/batonhq/baton/cmd/bench/internal/redisstats"
 	"github.com/batonhq/baton/coordinator"
@@ -113,6 +114,7 @@ func NewCoordinator(ctx context.Context, rdb redis.UniversalClient, counter *red
 		wo := *r.Options()
 		wo.MaxRetries = -1
 		wo.PoolSize = cmp.Or(o.MaxWaitConns, coordinator.DefaultMaxWaitConns)
+		wo.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled} // see coordinator's waitClient
 		wait = redis.NewClusterClient(&wo)
 	default:
 		return nil, nil, fmt.Errorf("bench: unsupported client %T", rdb)
