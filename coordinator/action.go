@@ -35,6 +35,12 @@ type action struct {
 	order   waiterHeap         // the same waiters, oldest (lowest seq) first
 	leases  map[string]*Lease  // by execution ID
 	looping bool               // the wait loop runs
+
+	// blocking holds the waiters whose grant keys the wait loop's BLPOP in
+	// flight waits on (nil between rounds); woken says that round was
+	// already told to look again (wakeIfStaleLocked).
+	blocking map[string]*waiter
+	woken    bool
 }
 
 func newAction(c *Coordinator, ref string) *action {
@@ -58,6 +64,7 @@ func (a *action) addWaiterLocked(id string, seq int64) *waiter {
 	a.waiters[id] = w
 	heap.Push(&a.order, w)
 	a.armLocked(w, a.c.opts.QueueTimeout)
+	a.wakeIfStaleLocked()
 	if !a.looping {
 		a.looping = true
 		a.c.start(a.waitLoop)
@@ -83,8 +90,38 @@ func (a *action) finishLocked(w *waiter, lease *Lease, err error) {
 	if a.waiters[w.id] == w {
 		delete(a.waiters, w.id)
 		heap.Remove(&a.order, w.index)
+		a.wakeIfStaleLocked()
 	}
 	close(w.done)
+}
+
+// wakeIfStaleLocked interrupts the wait loop's BLPOP in flight when it no
+// longer waits on the grant key of the action's oldest local waiter. Grants
+// come in FIFO order, so while the oldest waiter's key is among those the
+// BLPOP waits on, that key's token is the first to come and ends the round,
+// and the loop then waits on the newer ones. Otherwise the round would
+// block until BlockTimeout while the oldest waiter's grant sits unread: past
+// AckTimeout it goes back to the head of the queue and is granted again
+// later, under a new fencing token, after grants made meanwhile to newer
+// waiters. That happens when the oldest waiter was added after the round
+// began with a lower seq than those it waits on (enqueue replies, or a
+// re-attach, handled out of seq order), or when the waiters it waits on
+// ended by another path than its BLPOP (a heartbeat or reconcile that
+// delivered a grant, a give-up that gave one back) while newer ones arrived.
+// One wake per round is enough: the loop re-reads every waiter.
+func (a *action) wakeIfStaleLocked() {
+	if a.blocking == nil || a.woken || len(a.order) == 0 {
+		return
+	}
+	if oldest := a.order[0]; a.blocking[oldest.key] == oldest {
+		return
+	}
+	a.woken = true
+	c := a.c
+	if c.isClosed() {
+		return // Close wakes every loop itself
+	}
+	c.start(func() { c.wake(a) })
 }
 
 // apply runs one event through the waiter's state machine and does what it
@@ -206,6 +243,7 @@ func (a *action) waitLoop() {
 			byKey[w.key] = w
 			blockKeys = append(blockKeys, w.key)
 		}
+		a.blocking, a.woken = byKey, false
 		a.mu.Unlock()
 		blockKeys = append(blockKeys, wakeKey)
 
@@ -215,6 +253,9 @@ func (a *action) waitLoop() {
 		sent := time.Now()
 		res, err := c.blpop(blockKeys)
 		c.releaseWaitConn()
+		a.mu.Lock()
+		a.blocking = nil
+		a.mu.Unlock()
 		if errors.Is(err, redis.Nil) {
 			attempt = 0
 			continue
