@@ -107,6 +107,12 @@ func TestReadOnlyCoordinatorWritesNothing(t *testing.T) {
 		w := e.coordinator(e.opts())
 		must(t, w.SetConcurrencyLimit(ctx, limits.Action("ro.a"), 1))
 		holdN(t, w, "ro.a", 1)
+		// The writer records the action in the actions index in the
+		// background: wait for it, or it could land after the snapshot.
+		eventually(t, 10*time.Second, "ro.a in the actions index", func() bool {
+			ok, err := e.rdb.SIsMember(ctx, e.prefix+":actions", "ro.a").Result()
+			return err == nil && ok
+		})
 		before := e.keys()
 		slices.Sort(before)
 		o := e.opts()
