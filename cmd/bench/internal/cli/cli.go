@@ -48,6 +48,10 @@ type Flags struct {
 	Cluster      string
 	StartCluster bool
 	StartRedis   bool
+	// KeyPrefix is --key-prefix: the namespace the run's keys go under
+	// ("<ns>:bench-<hex>"), so that a Redis user limited to "~<ns>:*" (the
+	// ACL line of docs/security.md) can run the bench.
+	KeyPrefix string
 	// WaitReplicas and WaitTimeout configure every Coordinator.
 	WaitReplicas int
 	WaitTimeout  time.Duration
@@ -102,6 +106,7 @@ func Parse(args []string, stderr io.Writer) (*Flags, error) {
 	fs.StringVar(&f.Cluster, "cluster", "", "Redis Cluster to measure: seed addresses host:port,host:port (loopback only); throughput mode")
 	fs.BoolVar(&f.StartCluster, "start-cluster", false, "start a loopback Redis Cluster of 3 masters and 3 replicas (redis-server on PATH) and measure it; throughput mode")
 	fs.BoolVar(&f.StartRedis, "start-redis", false, "start one loopback redis-server (on PATH) and measure it")
+	fs.StringVar(&f.KeyPrefix, "key-prefix", "", "put the run's keys under this namespace (<ns>:bench-<hex>:...), as the ACL user of docs/security.md needs")
 	fs.IntVar(&f.WaitReplicas, "wait-replicas", 0, "Coordinator WaitReplicas: state-changing calls wait for this many replicas (WAIT)")
 	fs.DurationVar(&f.WaitTimeout, "wait-timeout", coordinator.DefaultWaitTimeout, "Coordinator WaitTimeout")
 	fs.BoolVar(&f.JSON, "json", false, "print exactly one JSON object on stdout instead of the table")
@@ -249,6 +254,9 @@ func (f *Flags) validate() error {
 	if f.Timeout <= 0 {
 		return errors.New("--timeout must be > 0")
 	}
+	if strings.ContainsAny(f.KeyPrefix, "{}") || strings.TrimSpace(f.KeyPrefix) != f.KeyPrefix {
+		return fmt.Errorf("--key-prefix %q: no braces and no surrounding spaces", f.KeyPrefix)
+	}
 	return nil
 }
 
@@ -317,6 +325,9 @@ type env struct {
 
 func setup(ctx context.Context, f *Flags) (*env, error) {
 	e := &env{url: f.Redis, prefix: "bench-" + randomHex(4)}
+	if f.KeyPrefix != "" {
+		e.prefix = f.KeyPrefix + ":" + e.prefix
+	}
 	switch {
 	case f.StartCluster:
 		seeds, stop, err := startCluster()
