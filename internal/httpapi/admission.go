@@ -80,7 +80,8 @@ func (m *admissions) attach(ref, id string) *session {
 	for {
 		m.mu.Lock()
 		s := m.sessions[key]
-		if s == nil {
+		created := s == nil
+		if created {
 			ctx, cancel := context.WithCancel(context.Background())
 			s = &session{key: key, ref: ref, id: id, cancel: cancel, done: make(chan struct{})}
 			m.sessions[key] = s
@@ -88,7 +89,10 @@ func (m *admissions) attach(ref, id string) *session {
 		}
 		m.mu.Unlock()
 		s.mu.Lock() // not under m.mu: a session's lock may be held over a script call
-		if s.over() {
+		// A session this call started is this call's request, however it
+		// ended (a quota refusal can end it before this line): never start
+		// another for it, which would send the request twice.
+		if !created && s.over() {
 			s.mu.Unlock()
 			m.mu.Lock()
 			if m.sessions[key] == s {
