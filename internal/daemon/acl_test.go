@@ -1,12 +1,10 @@
 package daemon_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,28 +18,9 @@ import (
 	"github.com/batonhq/baton/scripts"
 )
 
-// aclLine is the ACL SETUSER line of docs/security.md, the one line after
-// its "acl-setuser" marker's code fence.
+// aclLine is the ACL SETUSER line of docs/security.md.
 func aclLine(t *testing.T) []string {
-	t.Helper()
-	f, err := os.Open(filepath.Join("..", "..", "docs", "security.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	marked := false
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.Contains(line, "acl-setuser:") {
-			marked = true
-		}
-		if marked && strings.HasPrefix(line, "ACL SETUSER ") {
-			return strings.Fields(line)
-		}
-	}
-	t.Fatal("docs/security.md: no ACL SETUSER line after the acl-setuser marker")
-	return nil
+	return redistest.DocsACLLine(t, filepath.Join("..", "..", "docs", "security.md"))
 }
 
 // aclLog returns the refusals ACL LOG holds, one line each.

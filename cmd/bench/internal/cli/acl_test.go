@@ -1,13 +1,10 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -16,35 +13,17 @@ import (
 	"github.com/batonhq/baton/internal/redistest"
 )
 
-// docsACLLine is the ACL SETUSER line of docs/security.md (the first one
-// after its "acl-setuser:" marker), with the password set to password.
+// docsACLLine is the ACL SETUSER line of docs/security.md, with the
+// password set to password.
 func docsACLLine(t *testing.T, password string) []any {
-	t.Helper()
-	f, err := os.Open(filepath.Join("..", "..", "..", "..", "docs", "security.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	marked := false
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.Contains(line, "acl-setuser:") {
-			marked = true
+	var args []any
+	for _, w := range redistest.DocsACLLine(t, filepath.Join("..", "..", "..", "..", "docs", "security.md")) {
+		if w == ">CHANGE-ME" {
+			w = ">" + password
 		}
-		if marked && strings.HasPrefix(line, "ACL SETUSER ") {
-			var args []any
-			for _, w := range strings.Fields(line) {
-				if w == ">CHANGE-ME" {
-					w = ">" + password
-				}
-				args = append(args, w)
-			}
-			return args
-		}
+		args = append(args, w)
 	}
-	t.Fatal("docs/security.md: no ACL SETUSER line after the acl-setuser marker")
-	return nil
+	return args
 }
 
 // TestThroughputAsTheACLUser runs the bench, with child processes, as
