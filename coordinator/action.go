@@ -284,18 +284,15 @@ func (a *action) waitLoop() {
 	}
 }
 
-// oldestLocked returns up to n waiters in seq order that can still receive
-// a token.
+// oldestLocked returns up to n waiters, oldest (lowest seq) first. The
+// order matters: when several of their grant keys hold a token as BLPOP
+// starts, BLPOP pops from the first key in argument order, so the oldest
+// grant is delivered first.
 func (a *action) oldestLocked(n int) []*waiter {
-	if len(a.order) <= n {
-		out := make([]*waiter, len(a.order))
-		copy(out, a.order)
-		return out
-	}
 	out := make([]*waiter, len(a.order))
 	copy(out, a.order)
 	slices.SortFunc(out, func(x, y *waiter) int { return cmp.Compare(x.seq, y.seq) })
-	return out[:n]
+	return out[:min(n, len(out))]
 }
 
 // handleToken applies one token read from a grant key: "g:<seq>:<fence>" or
