@@ -124,18 +124,12 @@ func New(rdb redis.UniversalClient, opts Options) (*Coordinator, error) {
 	} else {
 		c.waitRdb, c.ownWait = waitClient(rdb, opts.MaxWaitConns)
 	}
-	c.policies.Store(&limits.Policies{})
-	func() {
-		// Find out now, not on the first admissions, whether Redis has
-		// Functions, and read the policies: concurrent first admissions
-		// would otherwise queue behind that one read and leave in an order
-		// that is not their callers'. Within 2 s together; what fails here
-		// is done by the first admission.
+	func() { // Functions or EVAL scripts: find out now, not on the first admission
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		c.run.Probe(ctx)
-		_ = c.ensurePolicies(ctx)
 	}()
+	c.policies.Store(&limits.Policies{})
 	c.start(c.heartbeatLoop)
 	c.start(c.policyLoop)
 	if opts.SweepInterval > 0 {
