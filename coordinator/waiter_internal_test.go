@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"container/heap"
 	"errors"
 	"fmt"
 	"testing"
@@ -292,4 +293,55 @@ func TestWaiterLives(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOldestFirstAfterRemovals: the wait loop's BLPOP lists the grant keys
+// of the oldest waiters in seq order, also after removals have left the
+// heap's array out of seq order. BLPOP pops the first non-empty key in
+// argument order, so when several grants wait in their keys as a round
+// begins, the oldest is delivered first.
+func TestOldestFirstAfterRemovals(t *testing.T) {
+	a := &action{waiters: map[string]*waiter{}}
+	ws := map[int64]*waiter{}
+	for seq := int64(1); seq <= 40; seq++ {
+		w := &waiter{id: fmt.Sprint(seq), seq: seq}
+		ws[seq] = w
+		a.waiters[w.id] = w
+		heap.Push(&a.order, w)
+	}
+	for _, seq := range []int64{1, 7, 2, 30, 3} { // as grants and give-ups end them
+		heap.Remove(&a.order, ws[seq].index)
+	}
+	sorted := true
+	for i := 1; i < len(a.order); i++ {
+		sorted = sorted && a.order[i-1].seq < a.order[i].seq
+	}
+	if sorted {
+		t.Fatal("the heap's array is in seq order: the test shows nothing; remove other waiters")
+	}
+	for _, n := range []int{3, maxBlockKeys, 100} {
+		got := a.oldestLocked(n)
+		want := min(n, len(a.order))
+		if len(got) != want {
+			t.Fatalf("oldestLocked(%d): %d waiters, want %d", n, len(got), want)
+		}
+		var prev int64
+		for _, w := range got {
+			if w.seq <= prev {
+				t.Fatalf("oldestLocked(%d) = %v: not in seq order", n, seqsOf(got))
+			}
+			prev = w.seq
+		}
+		if got[0].seq != 4 {
+			t.Fatalf("oldestLocked(%d) starts with seq %d, want 4 (the oldest left)", n, got[0].seq)
+		}
+	}
+}
+
+func seqsOf(ws []*waiter) []int64 {
+	out := make([]int64, len(ws))
+	for i, w := range ws {
+		out[i] = w.seq
+	}
+	return out
 }
