@@ -155,10 +155,15 @@ func TestConcurrentPolicyChanges(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				must(t, c.SetConcurrencyLimit(ctx, limits.Pack("cp"), i))
+				if err := c.SetConcurrencyLimit(ctx, limits.Pack("cp"), i); err != nil {
+					t.Error(err) // not Fatal: this is not the test's goroutine
+				}
 			}()
 		}
 		wg.Wait()
+		if t.Failed() {
+			return
+		}
 		p, err := c.Policies(ctx)
 		must(t, err)
 		want := p.Limits[limits.Pack("cp")]

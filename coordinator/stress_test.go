@@ -141,7 +141,9 @@ func TestStrictFIFOObserved(t *testing.T) {
 				mu.Lock() // only the holder of the single slot gets here
 				order = append(order, i)
 				mu.Unlock()
-				must(t, l.Release(ctx))
+				if err := l.Release(ctx); err != nil {
+					t.Error(err) // not Fatal: this is not the test's goroutine
+				}
 			}()
 			eventually(t, 5*time.Second, "queued", func() bool { return e.stats(cs[0], a).QueueLength == int64(i+1) })
 		}
