@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/internal/redistest"
 	"github.com/batonhq/baton/limits"
 )
 
@@ -107,12 +108,12 @@ func TestIdempotentCalls(t *testing.T) {
 			t.Fatalf("re-attach changed the queue: %+v", st)
 		}
 		must(t, holder.Release(ctx))
-		l1, l2 := <-first, <-sameProc
+		l1, l2 := redistest.Recv(t, first, "wait-0's first caller"), redistest.Recv(t, sameProc, "wait-0's second caller")
 		if l1 != l2 {
 			t.Fatal("two callers of one waiting execution got different leases")
 		}
 		must(t, l1.Release(ctx))
-		lt := <-later
+		lt := redistest.Recv(t, later, "later")
 
 		// A redelivered request re-attaches from another process, keeping its
 		// place; the original caller is told it was superseded.
@@ -126,14 +127,14 @@ func TestIdempotentCalls(t *testing.T) {
 				moved <- l
 			}
 		}()
-		if err := <-orig; !errors.Is(err, coordinator.ErrCanceled) {
+		if err := redistest.Recv(t, orig, "the original caller"); !errors.Is(err, coordinator.ErrCanceled) {
 			t.Fatalf("original caller: %v, want ErrCanceled (superseded)", err)
 		}
 		if st := e.stats(c1, a); st.QueueLength != 1 {
 			t.Fatalf("re-attach from another process lost the place: %+v", st)
 		}
 		must(t, lt.Release(ctx))
-		l := <-moved
+		l := redistest.Recv(t, moved, "the re-attached caller")
 		if l.ExecutionID() != "redeliver" {
 			t.Fatal(l.ExecutionID())
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/internal/redistest"
 	"github.com/batonhq/baton/limits"
 )
 
@@ -120,9 +121,9 @@ func TestFastPathOneRoundTrip(t *testing.T) {
 
 // TestWaitingDoesNotPoll: 100 executions waiting for 2.5 s cost a handful of
 // BLPOP rounds in all (one loop, a finite server-side timeout per round),
-// not work per waiter; and each queued admission costs at most 3 round trips
-// in the waiting process (enqueue, BLPOP reply, acknowledgement) plus rare
-// sweep-index writes.
+// not work per waiter; and each queued admission costs the waiting process
+// at most 3 round trips (its enqueue and the BLPOP reply that brings its
+// grant: 2, with room for heartbeats and sweep-index writes).
 func TestWaitingDoesNotPoll(t *testing.T) {
 	tiers(t, func(t *testing.T, e *env) {
 		ctx := ctxT(t)
@@ -143,7 +144,7 @@ func TestWaitingDoesNotPoll(t *testing.T) {
 		}
 		must(t, holder.Release(ctx))
 		for i := 0; i < n; i++ {
-			l := <-got
+			l := redistest.Recv(t, got, "a queued admission")
 			_, err := releaser.NotifyCompletion(ctx, a, l.ExecutionID())
 			must(t, err)
 		}

@@ -56,6 +56,22 @@ func Eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// Recv returns the next value from ch. It fails the test if none comes
+// within SlowFloor: a receive in a test never blocks forever.
+func Recv[T any](tb testing.TB, ch <-chan T, what string) T {
+	tb.Helper()
+	t := time.NewTimer(SlowFloor)
+	defer t.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-t.C:
+		tb.Fatalf("%s: nothing within %v", what, SlowFloor)
+	}
+	var zero T
+	return zero
+}
+
 // Context is a test's context: it ends when the test does, or after two
 // minutes, so that a call that hangs fails the test instead of the binary.
 func Context(tb testing.TB) context.Context {
