@@ -497,7 +497,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	if !strings.Contains(strings.Join(d.raw, "\n"), "second signal: exiting at once") {
 		t.Fatalf("no second-signal message in:\n%s", strings.Join(d.raw, "\n"))
 	}
-	<-inFlight
+	redistest.Recv(t, inFlight, "the in-flight request's end")
 }
 
 // TestRedisRefusal: a wrong password, a missing one or a database number
