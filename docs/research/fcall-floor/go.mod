@@ -1,0 +1,3 @@
+module fcallfloor
+
+go 1.26.0
