@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/internal/redistest"
 	"github.com/batonhq/baton/limits"
 )
 
@@ -491,7 +493,7 @@ func TestQuotaCounts(t *testing.T) {
 		}
 
 		// Over the quota: refused, nothing stored.
-		before := e.dump()
+		before := e.settledDump(t)
 		_, err := c.EnqueueAndWait(ctx, a, "over")
 		var qe *coordinator.QuotaError
 		if !errors.As(err, &qe) || !errors.Is(err, coordinator.ErrQuotaExceeded) {
@@ -592,6 +594,25 @@ func (e *env) dump() map[string]string {
 	return out
 }
 
+// settledDump is dump once the keys have stopped changing: calls that
+// returned leave background writes behind (the actions index, the sweep
+// index), which must not land between a test's "before" and "after".
+func (e *env) settledDump(t *testing.T) map[string]string {
+	t.Helper()
+	prev := e.dump()
+	for start := time.Now(); ; {
+		time.Sleep(50 * time.Millisecond)
+		cur := e.dump()
+		if maps.Equal(prev, cur) {
+			return cur
+		}
+		if time.Since(start) > redistest.SlowFloor {
+			t.Fatalf("Redis still changing after %v", redistest.SlowFloor)
+		}
+		prev = cur
+	}
+}
+
 // sameExceptTotals compares two dumps, ignoring the meta's counters and
 // the owners' liveness deadlines (a heartbeat may run in between).
 func sameExceptTotals(a, b map[string]string) bool {
@@ -677,7 +698,7 @@ func TestRateQuotaBadInput(t *testing.T) {
 		ctx := ctxT(t)
 		c := e.coordinator(e.opts())
 		holdN(t, c, "bad.act", 1)
-		before := e.dump()
+		before := e.settledDump(t)
 		s := limits.Action("bad.act")
 		for _, tc := range []struct {
 			err   error
