@@ -374,6 +374,7 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 				cs[i] = c
 			}
 			setLimits(t, cs[0], all)
+			readPolicies(t, cs...)
 			l := startFailoverLoad(t, cs, all)
 			waitForAdmissions(t, l, victims, 200, "admissions before the kill")
 			beforeKill(t, l, r, func() error { return e.cluster.StallReplica(ctx, victim) })
@@ -454,6 +455,7 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 				cs[i] = c
 			}
 			setLimits(t, cs[0], actions)
+			readPolicies(t, cs...)
 			old, err := g.MasterAddr(ctx)
 			must(t, err)
 			l := startFailoverLoad(t, cs, actions)

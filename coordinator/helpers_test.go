@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton/coordinator"
 )
 
 // Helpers shared by the fault tests (lostreply_test.go, randomfaults_test.go).
@@ -154,4 +156,21 @@ func (c *pausedConn) Read(b []byte) (int, error) {
 func (c *pausedConn) Write(b []byte) (int, error) {
 	c.p.wait()
 	return c.Conn.Write(b)
+}
+
+// readPolicies makes each Coordinator's policy cache current. A policy
+// change reaches other processes within PolicyRefresh, and until then an
+// action that a process is the first to use takes the policy that process
+// has cached (docs/design.md, "Limits"): if its background refresh ran
+// between two of a test's changes, it holds the first without the second.
+// Tests that set policies through one Coordinator after creating others,
+// and hold every Coordinator to them from the first admission on, read them
+// into the others first.
+func readPolicies(t *testing.T, cs ...*coordinator.Coordinator) {
+	t.Helper()
+	for _, c := range cs {
+		if _, err := c.Policies(ctxT(t)); err != nil {
+			t.Fatalf("reading the policies into %s: %v", c.Owner(), err)
+		}
+	}
 }

@@ -103,6 +103,7 @@ func TestEnqueueReplyLost(t *testing.T) {
 		const a = "lostenq.a"
 		must(t, other.SetConcurrencyLimit(ctx, limits.Action(a), 1))
 		must(t, other.SetQuota(ctx, limits.Action(a), limits.Quota{Limit: 100, Window: limits.Day}))
+		readPolicies(t, c)
 
 		// A free slot: the lost call admitted it.
 		hook.n.Store(1)

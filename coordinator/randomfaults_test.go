@@ -246,6 +246,9 @@ func runRandomFaults(t *testing.T, e *env, seed int64, faults rfFaults) {
 		h.current[a] = n
 		h.holders[a], h.released[a], h.fenceOf[a] = map[int64]string{}, map[int64]int{}, map[int64]string{}
 	}
+	// The spans above hold from the start: every Coordinator must have
+	// every limit before its first admission (the child reads them itself).
+	readPolicies(t, h.cs...)
 
 	if faults.pause {
 		h.child = h.startRFChild(t, time.Duration(200+rng.IntN(4801))*time.Millisecond)
