@@ -53,13 +53,29 @@ func limitOf(action string) int {
 	return foLimit
 }
 
-// setLimits sets pack fo's limit and the sparse actions' own.
+// setLimits sets pack fo's limit and the sparse actions' own. With
+// WaitReplicas, a change the replica did not acknowledge within the short
+// WaitTimeout (a loaded machine) ran on the master; it is made again until
+// one is acknowledged.
 func setLimits(t *testing.T, c *coordinator.Coordinator, actions []string) {
 	ctx := ctxT(t)
-	must(t, c.SetConcurrencyLimit(ctx, limits.Pack("fo"), foLimit))
+	set := func(s limits.Scope, n int) {
+		t.Helper()
+		for try := 1; ; try++ {
+			err := c.SetConcurrencyLimit(ctx, s, n)
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, coordinator.ErrNotReplicated) || try == 50 {
+				t.Fatalf("setting %s to %d (try %d): %v", s, n, try, err)
+			}
+			t.Logf("setting %s to %d (try %d): %v; again", s, n, try, err)
+		}
+	}
+	set(limits.Pack("fo"), foLimit)
 	for _, a := range actions {
 		if isSparse(a) {
-			must(t, c.SetConcurrencyLimit(ctx, limits.Action(a), 1))
+			set(limits.Action(a), 1)
 		}
 	}
 }
