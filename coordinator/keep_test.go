@@ -124,3 +124,37 @@ func TestKeepLeaseExpiredNotRevived(t *testing.T) {
 		}
 	})
 }
+
+// TestKeepLeaseNeverShortens: once the token holds the lease, a keep with a
+// shorter TTL leaves a later deadline in place. The HTTP API needs it: the daemon that received a
+// grant while its client was away keeps it for the acknowledgement
+// deadline, and under load that keep can land after the client's own
+// (through another daemon, with the whole TTL), which must stand.
+func TestKeepLeaseNeverShortens(t *testing.T) {
+	tiers(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		const a = "keep.c"
+		c := e.coordinator(e.opts())
+		l, err := c.EnqueueAndWait(ctx, a, "e1")
+		must(t, err)
+		long, err := c.KeepLease(ctx, a, "e1", l.Token(), 20*time.Second)
+		must(t, err)
+		short, err := c.KeepLease(ctx, a, "e1", l.Token(), 300*time.Millisecond)
+		must(t, err)
+		if !short.Equal(long) {
+			t.Fatalf("a keep for 300ms after one for 20s moved the deadline from %v to %v", long, short)
+		}
+		e.advance(time.Second) // past the short TTL
+		if _, err := c.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		st, err := c.ExecutionState(ctx, a, "e1")
+		must(t, err)
+		if st.Token != l.Token() || !st.LeaseDeadline.Equal(long) {
+			t.Fatalf("after the short TTL: %+v, want token %d held until %v", st, l.Token(), long)
+		}
+		if err := c.ReleaseLease(ctx, a, "e1", l.Token()); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

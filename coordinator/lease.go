@@ -277,7 +277,9 @@ func (a *action) renew() {
 }
 
 // KeepLease extends the lease of executionID, named by its fencing token,
-// to ttl from now on the Redis clock, and returns its new deadline. Any
+// to ttl from now on the Redis clock, and returns its new deadline. Once a
+// KeepLease has handed the lease to its token, later ones never shorten it:
+// a later deadline already set stays, and is returned. Any
 // process may call it: the token is the proof of holding. The lease is then
 // held by its token rather than by a process: no Coordinator's heartbeat
 // renews it any more (this one lets go of its own Lease for it, whose Lost

@@ -8,7 +8,12 @@
 -- KEYS[1..8] the action's keys, ARGV[1] its base (see lib.lua)
 -- ARGV[2] execution ID
 -- ARGV[3] fencing token the caller holds
--- ARGV[4] the lease's new time to live from now (ms, Redis clock)
+-- ARGV[4] the lease's new time to live from now (ms, Redis clock). Once the
+--         token holds the lease (owner "-"), a later deadline already set
+--         stays: keeps only extend it. (The daemon that received a grant for
+--         an absent client keeps it for its acknowledgement deadline, and
+--         under load that keep may land after the client's own, made through
+--         another daemon with the whole TTL.)
 -- ARGV[5] acknowledgement deadline for the grants this call hands out (ms)
 --
 -- Reply {held, deadline, due, wake} (wake: as release.lua's):
@@ -30,7 +35,8 @@ if not hv or hv.fence ~= fence then
   flush()
   return { 0, 0, str(REPORT), str(WAKE) }
 end
-if tonumber(redis.call('ZSCORE', K.running, exec) or '0') <= NOW then
+local current = tonumber(redis.call('ZSCORE', K.running, exec) or '0')
+if current <= NOW then
   -- Expired but not yet looked at (next_reclaim is only a lower bound):
   -- reclaim it now and pass the slot on.
   drop_holder(exec)
@@ -44,6 +50,9 @@ if hv.state == 'g' then
 end
 redis.call('HSET', K.holders, exec, holder_value(hv.fence, '-', hv.since, hv.seq, 'h'))
 local deadline = NOW + ttl_ms
+if hv.owner == '-' then
+  deadline = math.max(current, deadline)
+end
 redis.call('ZADD', K.running, str(deadline), exec)
 lower_reclaim(deadline)
 flush()
