@@ -229,9 +229,24 @@ func aclWorkload(ctx context.Context, t *testing.T, admins []*redis.Client, line
 		t.Fatalf("PUT policy: %d", code)
 	}
 
-	// The holder lives through a few heartbeats (LeaseTTL/3 = 200 ms) and
-	// sweeps, then hands its slot to acl-2.
-	time.Sleep(time.Second)
+	// The holder lives through heartbeats (LeaseTTL/3 = 200 ms) and sweeps:
+	// its lease deadline in Redis moves on twice; then it hands its slot to
+	// acl-2.
+	renewals, last := 0, time.Time{}
+	for deadline := time.Now().Add(30 * time.Second); renewals < 2; {
+		st, err := c.ExecutionState(ctx, "core.http", "acl-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !last.IsZero() && st.LeaseDeadline.After(last) {
+			renewals++
+		}
+		last = st.LeaseDeadline
+		if time.Now().After(deadline) {
+			t.Fatalf("acl-1's lease was renewed %d times in 30s, want 2; ACL LOG: %v", renewals, aclLog(ctx, t, admins[0]))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := first.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
