@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/coordinator"
+	"github.com/batonhq/baton/limits"
 )
 
 // Helpers shared by the fault tests (lostreply_test.go, randomfaults_test.go).
@@ -172,5 +173,30 @@ func readPolicies(t *testing.T, cs ...*coordinator.Coordinator) {
 		if _, err := c.Policies(ctxT(t)); err != nil {
 			t.Fatalf("reading the policies into %s: %v", c.Owner(), err)
 		}
+	}
+}
+
+// quotaWindowRoom waits, on the real tiers, until the quota window w of the
+// Redis clock has at least room left, so that every count a test makes
+// falls in one window. A real server's clock runs on: a test that began a
+// moment before a UTC minute (or hour, or day) ended would see its quota
+// count start again from 0 midway. miniredis's clock is the test's own and
+// crosses a window only when the test moves it there.
+func (e *env) quotaWindowRoom(t testing.TB, w limits.Window, room time.Duration) {
+	if e.mr == nil {
+		waitWindowRoom(t, e.rdb, w, room)
+	}
+}
+
+// waitWindowRoom is quotaWindowRoom on a real server's client.
+func waitWindowRoom(t testing.TB, rdb redis.UniversalClient, w limits.Window, room time.Duration) {
+	t.Helper()
+	now, err := rdb.Time(ctxT(t)).Result()
+	if err != nil {
+		t.Fatalf("reading the Redis clock: %v", err)
+	}
+	if left := w.Start(now).Add(w.Duration()).Sub(now); left < room {
+		t.Logf("the quota %s ends in %v: the test starts in the next one", w, left)
+		time.Sleep(left + 10*time.Millisecond) // to a known instant of the clock, not a guess
 	}
 }

@@ -102,6 +102,7 @@ func TestEnqueueReplyLost(t *testing.T) {
 		other := e.coordinator(e.opts()) // a process whose replies arrive
 		const a = "lostenq.a"
 		must(t, other.SetConcurrencyLimit(ctx, limits.Action(a), 1))
+		e.quotaWindowRoom(t, limits.Day, time.Minute) // QuotaUsed is checked below
 		must(t, other.SetQuota(ctx, limits.Action(a), limits.Quota{Limit: 100, Window: limits.Day}))
 		readPolicies(t, c)
 

@@ -28,6 +28,9 @@ func TestRateQuotaOnCluster(t *testing.T) {
 		return c
 	}
 	c, other := newC(), newC()
+	rdb := cl.Client()
+	t.Cleanup(func() { rdb.Close() })
+	waitWindowRoom(t, rdb, limits.Day, time.Minute)
 	for _, a := range []string{"cl.one", "cl.two"} {
 		must(t, c.SetQuota(ctx, limits.Action(a), limits.Quota{Limit: 3, Window: limits.Day}))
 	}

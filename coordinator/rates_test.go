@@ -473,6 +473,14 @@ func TestQuotaCounts(t *testing.T) {
 	tiers(t, func(t *testing.T, e *env) {
 		ctx := ctxT(t)
 		const a = "quota.count"
+		// A minute window on miniredis, whose clock jumps to the next minute
+		// below; an hour on the real servers, whose clock runs on, with room
+		// for the whole test in it.
+		win := limits.Minute
+		if e.mr == nil {
+			win = limits.Hour
+			e.quotaWindowRoom(t, win, time.Minute)
+		}
 		// Long leases: the miniredis clock jumps to the next minute below.
 		o := e.opts()
 		o.LeaseTTL = 10 * time.Minute
@@ -480,7 +488,7 @@ func TestQuotaCounts(t *testing.T) {
 		o.QueueTimeout = 200 * time.Millisecond
 		short := e.coordinator(o)
 		must(t, c.SetConcurrencyLimit(ctx, limits.Action(a), 2))
-		must(t, c.SetQuota(ctx, limits.Pack("quota"), limits.Quota{Limit: 5, Window: limits.Minute}))
+		must(t, c.SetQuota(ctx, limits.Pack("quota"), limits.Quota{Limit: 5, Window: win}))
 
 		held := holdN(t, c, a, 2)
 		w1 := enqueueAsync(t, e, c, ctx, a, "w1")
@@ -488,7 +496,7 @@ func TestQuotaCounts(t *testing.T) {
 		w2 := enqueueAsync(t, e, c, cctx, a, "w2")
 		w3 := enqueueAsync(t, e, short, ctx, a, "w3")
 		st := e.stats(c, a)
-		if st.QuotaUsed != 5 || st.Quota != (limits.Quota{Limit: 5, Window: limits.Minute}) || st.QuotaSource != "pack:quota" {
+		if st.QuotaUsed != 5 || st.Quota != (limits.Quota{Limit: 5, Window: win}) || st.QuotaSource != "pack:quota" {
 			t.Fatalf("quota after 5 accepted: %+v", st)
 		}
 
@@ -499,7 +507,7 @@ func TestQuotaCounts(t *testing.T) {
 		if !errors.As(err, &qe) || !errors.Is(err, coordinator.ErrQuotaExceeded) {
 			t.Fatalf("over the quota: %v", err)
 		}
-		if !qe.RetryAt.Equal(st.QuotaResetAt) || qe.RetryAt.UnixMilli()%60000 != 0 || qe.Source != "pack:quota" || qe.Quota != (limits.Quota{Limit: 5, Window: limits.Minute}) {
+		if !qe.RetryAt.Equal(st.QuotaResetAt) || qe.RetryAt.UnixMilli()%60000 != 0 || qe.Source != "pack:quota" || qe.Quota != (limits.Quota{Limit: 5, Window: win}) {
 			t.Fatalf("RetryAt %v (stats: reset at %v), quota %v from %q", qe.RetryAt, st.QuotaResetAt, qe.Quota, qe.Source)
 		}
 		if after := e.dump(); !sameExceptTotals(before, after) {
@@ -765,6 +773,7 @@ func TestForgetKeepsRateAndQuota(t *testing.T) {
 		ctx := ctxT(t)
 		const a = "rate.forget"
 		c := e.coordinator(e.opts())
+		e.quotaWindowRoom(t, limits.Day, time.Minute)
 		must(t, c.SetRateLimit(ctx, limits.Action(a), limits.Rate{Limit: 1, Per: time.Hour, Burst: 1}))
 		must(t, c.SetQuota(ctx, limits.Action(a), limits.Quota{Limit: 2, Window: limits.Day}))
 		must(t, holdN(t, c, a, 1)[0].Release(ctx))
