@@ -210,16 +210,18 @@ func (a *action) renew() {
 	args := scripts.RenewArgs{Owner: c.owner, LeaseTTL: c.opts.LeaseTTL, AckTimeout: c.opts.AckTimeout, Policy: c.policyArgs(a.ref)}
 	var oldest *waiter
 	suspects := false
+	var stale []*Lease
 	a.mu.Lock()
 	for id, l := range a.leases {
 		l.mu.Lock()
-		stale := now.Sub(l.renewedAt) > c.opts.LeaseTTL
+		old := now.Sub(l.renewedAt) > c.opts.LeaseTTL
 		l.mu.Unlock()
-		if stale {
+		if old {
 			// No renewal reached Redis for a whole lease: the slot may be
 			// reclaimed already, so stop trusting it.
 			delete(a.leases, id)
 			l.markLost()
+			stale = append(stale, l)
 			continue
 		}
 		args.Leases = append(args.Leases, scripts.Held{Execution: id, Fence: l.fence})
@@ -238,6 +240,13 @@ func (a *action) renew() {
 		args.Oldest, args.OldestSeq = oldest.id, oldest.seqStr
 	}
 	a.mu.Unlock()
+	for _, l := range stale {
+		l.mu.Lock()
+		since := now.Sub(l.renewedAt)
+		l.mu.Unlock()
+		c.log.Warn("baton: lease lost: no renewal reached Redis within LeaseTTL", slog.String("action", a.ref),
+			slog.String("execution", l.id), slog.Int64("token", l.fence), slog.Duration("since", since))
+	}
 
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.LeaseTTL/3)
 	defer cancel()

@@ -81,11 +81,16 @@ func TestRandomFaults(t *testing.T) {
 type rfFaults struct{ kill, flush, pause bool }
 
 const (
-	rfLoad      = 10 * time.Second // load, then drain
-	rfWorkers   = 14
-	rfMaxCalls  = 300 // per worker
-	rfCoords    = 4
-	rfLeaseTTL  = 3 * time.Second
+	rfLoad     = 10 * time.Second // load, then drain
+	rfWorkers  = 14
+	rfMaxCalls = 300 // per worker
+	rfCoords   = 4
+	// A process keeps its leases only while a heartbeat (every LeaseTTL/3)
+	// reaches Redis within LeaseTTL; a process starved of CPU for longer
+	// than LeaseTTL minus a heartbeat loses them, as it must. 5 s leaves a
+	// starved machine (.ci/starve) over 3 s of room: with 3 s, a live
+	// process under starvation once lost a lease in a kill/flush run.
+	rfLeaseTTL  = 5 * time.Second
 	rfAck       = time.Second
 	rfSweep     = 100 * time.Millisecond
 	rfCallSlack = 15 * time.Second // beyond a call's own bound before it counts as hung
