@@ -19,6 +19,11 @@
 //	                 with its own connection, take a call from a shared channel, add whatever
 //	                 else is waiting (up to LEAN_PIPE_MAX, 64) and send it all as one pipeline.
 //	LEAN_EVAL=1      EVALSHA of the same script bodies (SCRIPT LOAD at start) instead of FCALL.
+//	LEAN_LEASE=1     the lease variant (lease_enqueue, lease_release below): leases, fencing
+//	                 tokens and the skipping of dead processes' waiters, the least Baton promises.
+//	LEAN_FULL=1      the full variant (full_enqueue, full_release below): the lease variant plus
+//	                 what every Baton call must do (clock, policy version, idempotency, fence
+//	                 check, a statistics counter).
 //
 // A summary (admissions, how many were queued, batch sizes) goes to stderr.
 package main
@@ -58,14 +63,147 @@ redis.call('DECR', KEYS[1])
 return 0
 `
 
+// The lease variant (LEAN_LEASE=1) adds the least a limiter needs so that a crashed holder's slot
+// comes back and a dead process's waiters are skipped: each holder is a member of a running ZSET
+// scored by its lease deadline (Redis clock), counted with ZCARD; each grant carries a fencing
+// token; each waiter's owner is recorded, and a release skips waiters whose owner's liveness
+// deadline (owners ZSET, renewed by the process off the admission path) has passed. A release of
+// an execution that holds no slot changes nothing. No reclaim of expired leases runs here (a
+// sweeper would, off the path), no idempotent retry of an enqueue, no statistics, no policies.
+//
+//	lease_enqueue  KEYS running, queue, waiting, meta, owners  ARGV limit, id, owner, lease ms
+//	lease_release  KEYS running, queue, waiting, meta, owners  ARGV grant-key prefix, id, ack ms
+const leaseEnqueueBody = `
+if redis.call('LLEN', KEYS[2]) == 0 and redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  local t = redis.call('TIME')
+  local fence = redis.call('HINCRBY', KEYS[4], 'fence', 1)
+  redis.call('ZADD', KEYS[1], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[4]), ARGV[2])
+  return fence
+end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+return 0
+`
+
+const leaseReleaseBody = `
+if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then
+  return -1
+end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+while true do
+  local id = redis.call('LPOP', KEYS[2])
+  if not id then
+    return 0
+  end
+  local owner = redis.call('HGET', KEYS[3], id)
+  redis.call('HDEL', KEYS[3], id)
+  if tonumber(redis.call('ZSCORE', KEYS[5], owner) or '0') > now then
+    local fence = redis.call('HINCRBY', KEYS[4], 'fence', 1)
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
+    local g = ARGV[1] .. id
+    redis.call('RPUSH', g, fence)
+    redis.call('PEXPIRE', g, 60000)
+    return 1
+  end
+end
+`
+
+// The full variant (LEAN_FULL=1) adds, to the lease variant, what Baton's admission path cannot
+// drop in any redesign: the Redis clock on every call, the action's policy version checked (and
+// adopted when the caller's is newer) on every call, an idempotent enqueue (an execution already
+// waiting or holding is found, not added twice), the release checked against the fencing token,
+// and one statistics counter per call. Waiting and holding executions share one hash (execs:
+// id -> "w:<seq>:<owner>" or "h:<fence>:<owner>"). Still no wait-time histogram, no rates or
+// quotas, no reclaim on the path.
+//
+//	full_enqueue  KEYS running, queue, execs, meta, owners  ARGV limit, id, owner, lease ms, policy version
+//	full_release  KEYS running, queue, execs, meta, owners  ARGV grant-key prefix, id, ack ms, fence, policy version
+const fullPrelude = `
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local limit = tonumber(ARGV[1])
+local state = redis.call('HGET', KEYS[4], 'state')
+local version = tonumber(ARGV[5])
+local v, l = string.match(state or '', '^(%d+),(-?%d+)$')
+if not v or tonumber(v) < version then
+  redis.call('HSET', KEYS[4], 'state', ARGV[5] .. ',' .. ARGV[1])
+else
+  limit = tonumber(l)
+end
+`
+
+const fullEnqueueBody = fullPrelude + `
+if redis.call('HGET', KEYS[3], ARGV[2]) then
+  return -2
+end
+if redis.call('LLEN', KEYS[2]) == 0 and redis.call('ZCARD', KEYS[1]) < limit then
+  local fence = redis.call('HINCRBY', KEYS[4], 'fence', 1)
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[2])
+  redis.call('HSET', KEYS[3], ARGV[2], 'h:' .. fence .. ':' .. ARGV[3])
+  redis.call('HINCRBY', KEYS[4], 'admitted', 1)
+  return fence
+end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], string.format('w:%d:%s', t[1] * 1000000 + t[2], ARGV[3]))
+redis.call('HINCRBY', KEYS[4], 'enqueued', 1)
+return 0
+`
+
+const fullReleaseBody = `
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local state = redis.call('HGET', KEYS[4], 'state')
+local v = string.match(state or '', '^(%d+),')
+if not v or tonumber(v) < tonumber(ARGV[5]) then
+  return redis.error_reply('lean: the release carries a newer policy; not in this prototype')
+end
+local e = redis.call('HGET', KEYS[3], ARGV[2])
+if not e or string.match(e, '^h:(%d+):') ~= ARGV[4] then
+  return -1
+end
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+redis.call('HINCRBY', KEYS[4], 'completed', 1)
+while true do
+  local id = redis.call('LPOP', KEYS[2])
+  if not id then
+    return 0
+  end
+  local owner = string.match(redis.call('HGET', KEYS[3], id) or '', '^w:%d+:(.*)$')
+  if owner and tonumber(redis.call('ZSCORE', KEYS[5], owner) or '0') > now then
+    local fence = redis.call('HINCRBY', KEYS[4], 'fence', 1)
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
+    redis.call('HSET', KEYS[3], id, 'h:' .. fence .. ':' .. owner)
+    local g = ARGV[1] .. id
+    redis.call('RPUSH', g, fence)
+    redis.call('PEXPIRE', g, 60000)
+    return 1
+  end
+  redis.call('HDEL', KEYS[3], id)
+end
+`
+
 const library = "#!lua name=fifobench_lean\n" +
 	"redis.register_function('lean_enqueue', function(KEYS, ARGV)\n" + enqueueBody + "end)\n" +
-	"redis.register_function('lean_release', function(KEYS, ARGV)\n" + releaseBody + "end)\n"
+	"redis.register_function('lean_release', function(KEYS, ARGV)\n" + releaseBody + "end)\n" +
+	"redis.register_function('lease_enqueue', function(KEYS, ARGV)\n" + leaseEnqueueBody + "end)\n" +
+	"redis.register_function('lease_release', function(KEYS, ARGV)\n" + leaseReleaseBody + "end)\n" +
+	"redis.register_function('full_enqueue', function(KEYS, ARGV)\n" + fullEnqueueBody + "end)\n" +
+	"redis.register_function('full_release', function(KEYS, ARGV)\n" + fullReleaseBody + "end)\n"
 
 type keyset struct {
-	kv          []string // count, queue
+	kv          []string // count, queue; with leases: running, queue, waiting, meta, owners
 	grantPrefix string
 }
+
+// The lease variant's owner (this process), lease and acknowledgement times.
+const (
+	leaseOwner    = "p1"
+	leaseMS       = "30000"
+	ackMS         = "5000"
+	policyVersion = "1" // the full variant's: the same on every call, so adopted once
+)
 
 // a script call: fn is the function name (FCALL) or the script's SHA1 (EVALSHA)
 type call struct {
@@ -82,6 +220,8 @@ type lean struct {
 	limit    string
 	keys     []keyset
 	eval     bool
+	leases   bool
+	full     bool   // the full variant (implies leases)
 	enqueue  string // function name or SHA1
 	release  string
 	ch       chan *call // nil unless pipelined
@@ -155,21 +295,51 @@ func (l *lean) Acquire(ctx context.Context, k int) (func(context.Context) error,
 
 func (l *lean) acquire(ctx context.Context, k int, id string) (func(context.Context) error, error) {
 	ks := &l.keys[k]
-	r, err := l.do(ctx, l.enqueue, ks.kv, l.limit, id)
+	var r int64
+	var err error
+	if l.full {
+		r, err = l.do(ctx, l.enqueue, ks.kv, l.limit, id, leaseOwner, leaseMS, policyVersion)
+	} else if l.leases {
+		r, err = l.do(ctx, l.enqueue, ks.kv, l.limit, id, leaseOwner, leaseMS)
+	} else {
+		r, err = l.do(ctx, l.enqueue, ks.kv, l.limit, id)
+	}
 	if err != nil {
 		return nil, err
 	}
+	if r < 0 {
+		return nil, fmt.Errorf("lean: enqueue of %s: already there", id)
+	}
+	fence := r
 	if r == 0 {
 		l.queued.Add(1)
 		// timeout 0: block until granted; the client has ContextTimeoutEnabled, so the
 		// harness deadline (ctx) still ends the wait
-		if err := l.rdb.BLPop(ctx, 0, ks.grantPrefix+id).Err(); err != nil {
+		v, err := l.rdb.BLPop(ctx, 0, ks.grantPrefix+id).Result()
+		if err != nil {
 			l.abandon(ks, id)
 			return nil, err
+		}
+		if l.full {
+			fence, _ = strconv.ParseInt(v[1], 10, 64)
 		}
 	}
 	l.admitted.Add(1)
 	return func(ctx context.Context) error {
+		if l.full {
+			r, err := l.do(ctx, l.release, ks.kv, ks.grantPrefix, id, ackMS, strconv.FormatInt(fence, 10), policyVersion)
+			if err == nil && r < 0 {
+				err = fmt.Errorf("lean: release of %s: it held no slot", id)
+			}
+			return err
+		}
+		if l.leases {
+			r, err := l.do(ctx, l.release, ks.kv, ks.grantPrefix, id, ackMS)
+			if err == nil && r < 0 {
+				err = fmt.Errorf("lean: release of %s: it held no slot", id)
+			}
+			return err
+		}
 		_, err := l.do(ctx, l.release, ks.kv, ks.grantPrefix)
 		return err
 	}, nil
@@ -185,7 +355,16 @@ func (l *lean) abandon(ks *keyset, id string) {
 	if err != nil || n == 1 {
 		return
 	}
+	if l.full {
+		fence, _ := l.rdb.LPop(ctx, ks.grantPrefix+id).Result()
+		l.do(ctx, l.release, ks.kv, ks.grantPrefix, id, ackMS, fence, policyVersion)
+		return
+	}
 	l.rdb.Del(ctx, ks.grantPrefix+id)
+	if l.leases {
+		l.do(ctx, l.release, ks.kv, ks.grantPrefix, id, ackMS)
+		return
+	}
 	l.do(ctx, l.release, ks.kv, ks.grantPrefix)
 }
 
@@ -207,7 +386,8 @@ func envInt(name string, def int) int {
 }
 
 func main() {
-	pipelined, eval := envOn("LEAN_PIPELINE"), envOn("LEAN_EVAL")
+	pipelined, eval, leases, full := envOn("LEAN_PIPELINE"), envOn("LEAN_EVAL"), envOn("LEAN_LEASE"), envOn("LEAN_FULL")
+	leases = leases || full
 	lanes, maxBatch := envInt("LEAN_PIPE_LANES", 4), envInt("LEAN_PIPE_MAX", 64)
 	var l *lean
 	fifolimit.Main("lean", func(ctx context.Context, p fifolimit.Params) (fifolimit.Exec, func(), error) {
@@ -218,17 +398,52 @@ func main() {
 			ContextTimeoutEnabled: true, // so that the deadline ends a BLPOP with timeout 0
 		})
 		fail := func(err error) (fifolimit.Exec, func(), error) { rdb.Close(); return nil, nil, err }
-		l = &lean{rdb: rdb, limit: strconv.Itoa(p.Limit), eval: eval}
+		l = &lean{rdb: rdb, limit: strconv.Itoa(p.Limit), eval: eval, leases: leases, full: full}
 		for k := 0; k < p.Actions; k++ {
 			tag := "{lean:" + fifolimit.KeyName(k) + "}"
-			l.keys = append(l.keys, keyset{kv: []string{tag + ":c", tag + ":q"}, grantPrefix: tag + ":g:"})
+			kv := []string{tag + ":c", tag + ":q"}
+			if leases {
+				kv = []string{tag + ":r", tag + ":q", tag + ":w", tag + ":m", tag + ":o"}
+			}
+			l.keys = append(l.keys, keyset{kv: kv, grantPrefix: tag + ":g:"})
+		}
+		if leases {
+			// The process's liveness, renewed off the admission path (every 10 s of a 30 s deadline).
+			renew := func() error {
+				t, err := rdb.Time(ctx).Result()
+				if err != nil {
+					return err
+				}
+				for _, ks := range l.keys {
+					if err := rdb.ZAdd(ctx, ks.kv[4], redis.Z{Score: float64(t.UnixMilli() + 30000), Member: leaseOwner}).Err(); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			if err := renew(); err != nil {
+				return fail(err)
+			}
+			go func() {
+				for range time.Tick(10 * time.Second) {
+					if renew() != nil {
+						return
+					}
+				}
+			}()
 		}
 		if eval {
 			var err error
-			if l.enqueue, err = rdb.ScriptLoad(ctx, enqueueBody).Result(); err != nil {
+			eb, rb := enqueueBody, releaseBody
+			if full {
+				eb, rb = fullEnqueueBody, fullReleaseBody
+			} else if leases {
+				eb, rb = leaseEnqueueBody, leaseReleaseBody
+			}
+			if l.enqueue, err = rdb.ScriptLoad(ctx, eb).Result(); err != nil {
 				return fail(err)
 			}
-			if l.release, err = rdb.ScriptLoad(ctx, releaseBody).Result(); err != nil {
+			if l.release, err = rdb.ScriptLoad(ctx, rb).Result(); err != nil {
 				return fail(err)
 			}
 		} else {
@@ -236,6 +451,11 @@ func main() {
 				return fail(err)
 			}
 			l.enqueue, l.release = "lean_enqueue", "lean_release"
+			if full {
+				l.enqueue, l.release = "full_enqueue", "full_release"
+			} else if leases {
+				l.enqueue, l.release = "lease_enqueue", "lease_release"
+			}
 		}
 		// open (and SELECT) the connections before the clock starts, as baton/main.go does
 		var wg sync.WaitGroup
@@ -269,6 +489,11 @@ func main() {
 		}
 		cleanup := func() {
 			mode := "fcall"
+			if full {
+				mode = "fcall, full"
+			} else if leases {
+				mode = "fcall, leases"
+			}
 			if eval {
 				mode = "evalsha"
 			}

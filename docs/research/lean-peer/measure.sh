@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Redis CPU per admission of the lean strict-FIFO peer (and its pipelined / EVALSHA variants)
-# beside naive-go, bullmq-1w, redis-semaphore-retry1ms and the baton adapter, in ONE run-all.sh
-# invocation (same Redis, same machine state), then a compact table.
+# Redis CPU per admission of the lean strict-FIFO peer (and its pipelined, EVALSHA and lease
+# and full variants) beside every peer of the harness and the baton adapter, in ONE run-all.sh invocation
+# (same Redis, same machine state), then a compact table.
 #
 #   lean/measure.sh                      # EXECUTIONS=5000 (override via environment)
 #
@@ -25,17 +25,20 @@ uptime >&2
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-PEERS=naive-go,bullmq-1w,redis-semaphore-retry1ms ./run-all.sh \
+./run-all.sh \
   "baton=baton/bin/baton" \
   "lean=lean/bin/lean" \
   "lean-pipe=LEAN_PIPELINE=1 lean/bin/lean" \
-  "lean-eval=LEAN_EVAL=1 lean/bin/lean" | tee "$out"
+  "lean-lease=LEAN_LEASE=1 lean/bin/lean" \
+  "lean-lease-pipe=LEAN_LEASE=1 LEAN_PIPELINE=1 lean/bin/lean" \
+  "lean-full=LEAN_FULL=1 lean/bin/lean" \
+  "lean-full-pipe=LEAN_FULL=1 LEAN_PIPELINE=1 lean/bin/lean" | tee "$out"
 
 echo
 {
-  echo "peer admitted_per_s handoff_p99_ms redis_cpu_us_per_admission fifo_inversions_gt1ms"
-  jq -r 'if .error then [.peer, "ERROR", "-", "-", "-"] else
-    [.peer, .admitted_per_s, .handoff_p99_ms, .redis_cpu_us_per_admission, .fifo_inversions_gt1ms] end
+  echo "peer admitted_per_s handoff_p99_ms redis_cpu_us_per_admission fifo_inversions_gt1ms wait_p99_ms"
+  jq -r 'if .error then [.peer, "ERROR", "-", "-", "-", "-"] else
+    [.peer, .admitted_per_s, .handoff_p99_ms, .redis_cpu_us_per_admission, .fifo_inversions_gt1ms, .wait_p99_ms] end
     | map(tostring) | join(" ")' "$out"
 } | column -t
 # sanity: anything that makes a row meaningless
