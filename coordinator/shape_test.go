@@ -174,7 +174,11 @@ func total(m map[string]int) int {
 func TestManyWaitersFewConnections(t *testing.T) {
 	func(t *testing.T, e *env) {
 		const actions, per = 50, 200
-		ctx := ctxT(t)
+		// 10,000 enqueues and admissions through 60 connections: on a
+		// starved machine they take minutes, and ctxT's 2 minutes bound
+		// every call. Waits below are for events, with that much room.
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+		defer cancel()
 		rdb := redis.NewClient(&redis.Options{Addr: e.addr, PoolSize: 60, PoolTimeout: 30 * time.Second})
 		defer rdb.Close()
 		o := quietOpts(e)
@@ -200,7 +204,7 @@ func TestManyWaitersFewConnections(t *testing.T) {
 				}()
 			}
 		}
-		eventually(t, 25*time.Second, "all queued", func() bool {
+		eventually(t, 4*time.Minute, "all queued", func() bool {
 			sum := int64(0)
 			for a := 0; a < actions; a++ {
 				sum += e.stats(c, fmt.Sprintf("many.a%d", a)).QueueLength
