@@ -20,7 +20,12 @@ import (
 // quota: this is what every admission pays, with or without those features.
 //
 //	go test -run '^$' -bench ScriptCPU -benchtime 40000x ./coordinator/
+//
+// "handoff" is the queued admission's whole Redis work: per iteration one
+// enqueue.lua that queues behind a full action (limit 4) and one
+// release.lua that frees the oldest slot and grants it to the head.
 func BenchmarkScriptCPU(b *testing.B) {
+	b.Run("handoff", benchHandoffCPU)
 	for _, mode := range []string{"fast", "queued"} {
 		b.Run(mode, func(b *testing.B) {
 			e := newRealEnv(b)
@@ -59,5 +64,65 @@ func BenchmarkScriptCPU(b *testing.B) {
 			b.StopTimer()
 			meter.report(b.N)
 		})
+	}
+}
+
+func benchHandoffCPU(b *testing.B) {
+	e := newRealEnv(b)
+	ctx := context.Background()
+	a := "bench.cpuhandoff"
+	c := e.coordinator(coordinator.Options{Prefix: e.prefix, SweepInterval: -1})
+	if err := c.SetConcurrencyLimit(ctx, limits.Action(a), 4); err != nil {
+		b.Fatal(err)
+	}
+	l, err := c.EnqueueAndWait(ctx, a, "setup") // the action has its limit, the library is loaded
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := l.Release(ctx); err != nil {
+		b.Fatal(err)
+	}
+	en, rel := scripts.ByName("enqueue").Function(), scripts.ByName("release").Function()
+	k := keys.New(e.prefix).Action(a)
+	enqueue := func(p redis.Cmdable, id string) *redis.Cmd {
+		return p.FCall(ctx, en, k.List, k.Base, id, c.Owner(), -1, 30000, 30000, -1, 0, "", "", "")
+	}
+	// Four holders of no Lease (so nothing renews them): the action is full.
+	held := make([]string, 4)
+	for i := range held {
+		held[i] = fmt.Sprintf("h-%d", i)
+		if st, err := enqueue(e.rdb, held[i]).Slice(); err != nil || st[0] != "admitted" {
+			b.Fatalf("setup: enqueue %s: %v %v", held[i], st, err)
+		}
+	}
+	meter := newCPUMeter(b, e.rdb)
+	b.ResetTimer()
+	meter.start()
+	const batch = 100
+	for i := 0; i < b.N; i += batch {
+		cmds, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for j := i; j < min(i+batch, b.N); j++ {
+				id := fmt.Sprintf("x-%d", j)
+				enqueue(p, id)                                                            // queued: the action is full
+				p.FCall(ctx, rel, k.List, k.Base, held[0], "0", 30000, -1, 0, "", "", "") // grants id
+				held = append(held[1:], id)
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err, cmds[0])
+		}
+		for j := 0; j < len(cmds); j += 2 { // each pair queued one and granted it a slot
+			q, _ := cmds[j].(*redis.Cmd).Slice()
+			r, _ := cmds[j+1].(*redis.Cmd).Slice()
+			if len(q) == 0 || q[0] != "queued" || len(r) < 2 || r[0] != int64(1) || r[1] != int64(1) {
+				b.Fatalf("handoff %d: enqueue replied %v, release %v; want queued, then held 1 granted 1", i+j/2, q, r)
+			}
+		}
+	}
+	b.StopTimer()
+	meter.report(b.N)
+	if n, err := e.rdb.ZCard(ctx, k.Running()).Result(); err != nil || n != 4 {
+		b.Fatalf("after the run %d hold slots (%v), want 4", n, err)
 	}
 }
