@@ -24,8 +24,11 @@ import (
 // "handoff" is the queued admission's whole Redis work: per iteration one
 // enqueue.lua that queues behind a full action (limit 4) and one
 // release.lua that frees the oldest slot and grants it to the head.
+// "handoff8" does the same on 8 actions in turn, as the peer harness's
+// workload does: the action's state then differs from one call to the next.
 func BenchmarkScriptCPU(b *testing.B) {
-	b.Run("handoff", benchHandoffCPU)
+	b.Run("handoff", func(b *testing.B) { benchHandoffCPU(b, 1) })
+	b.Run("handoff8", func(b *testing.B) { benchHandoffCPU(b, 8) })
 	for _, mode := range []string{"fast", "queued"} {
 		b.Run(mode, func(b *testing.B) {
 			e := newRealEnv(b)
@@ -67,32 +70,37 @@ func BenchmarkScriptCPU(b *testing.B) {
 	}
 }
 
-func benchHandoffCPU(b *testing.B) {
+// benchHandoffCPU runs the handoff on n actions in turn (limit 4 each).
+func benchHandoffCPU(b *testing.B, n int) {
 	e := newRealEnv(b)
 	ctx := context.Background()
-	a := "bench.cpuhandoff"
 	c := e.coordinator(coordinator.Options{Prefix: e.prefix, SweepInterval: -1})
-	if err := c.SetConcurrencyLimit(ctx, limits.Action(a), 4); err != nil {
-		b.Fatal(err)
-	}
-	l, err := c.EnqueueAndWait(ctx, a, "setup") // the action has its limit, the library is loaded
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := l.Release(ctx); err != nil {
-		b.Fatal(err)
-	}
 	en, rel := scripts.ByName("enqueue").Function(), scripts.ByName("release").Function()
-	k := keys.New(e.prefix).Action(a)
-	enqueue := func(p redis.Cmdable, id string) *redis.Cmd {
-		return p.FCall(ctx, en, k.List, k.Base, id, c.Owner(), -1, 30000, 30000, -1, 0, "", "", "")
+	ks := make([]keys.Action, n)
+	held := make([][]string, n) // per action, the holders oldest first
+	enqueue := func(p redis.Cmdable, a int, id string) *redis.Cmd {
+		return p.FCall(ctx, en, ks[a].List, ks[a].Base, id, c.Owner(), -1, 30000, 30000, -1, 0, "", "", "")
 	}
-	// Four holders of no Lease (so nothing renews them): the action is full.
-	held := make([]string, 4)
-	for i := range held {
-		held[i] = fmt.Sprintf("h-%d", i)
-		if st, err := enqueue(e.rdb, held[i]).Slice(); err != nil || st[0] != "admitted" {
-			b.Fatalf("setup: enqueue %s: %v %v", held[i], st, err)
+	for a := range ks {
+		name := fmt.Sprintf("bench.cpuhandoff%d", a)
+		if err := c.SetConcurrencyLimit(ctx, limits.Action(name), 4); err != nil {
+			b.Fatal(err)
+		}
+		l, err := c.EnqueueAndWait(ctx, name, "setup") // the action has its limit, the library is loaded
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Release(ctx); err != nil {
+			b.Fatal(err)
+		}
+		ks[a] = keys.New(e.prefix).Action(name)
+		// Four holders of no Lease (so nothing renews them): the action is full.
+		for i := range 4 {
+			id := fmt.Sprintf("h-%d", i)
+			if st, err := enqueue(e.rdb, a, id).Slice(); err != nil || st[0] != "admitted" {
+				b.Fatalf("setup: enqueue %s: %v %v", id, st, err)
+			}
+			held[a] = append(held[a], id)
 		}
 	}
 	meter := newCPUMeter(b, e.rdb)
@@ -102,10 +110,10 @@ func benchHandoffCPU(b *testing.B) {
 	for i := 0; i < b.N; i += batch {
 		cmds, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for j := i; j < min(i+batch, b.N); j++ {
-				id := fmt.Sprintf("x-%d", j)
-				enqueue(p, id)                                                            // queued: the action is full
-				p.FCall(ctx, rel, k.List, k.Base, held[0], "0", 30000, -1, 0, "", "", "") // grants id
-				held = append(held[1:], id)
+				a, id := j%n, fmt.Sprintf("x-%d", j)
+				enqueue(p, a, id)                                                                    // queued: the action is full
+				p.FCall(ctx, rel, ks[a].List, ks[a].Base, held[a][0], "0", 30000, -1, 0, "", "", "") // grants id
+				held[a] = append(held[a][1:], id)
 			}
 			return nil
 		})
@@ -122,7 +130,9 @@ func benchHandoffCPU(b *testing.B) {
 	}
 	b.StopTimer()
 	meter.report(b.N)
-	if n, err := e.rdb.ZCard(ctx, k.Running()).Result(); err != nil || n != 4 {
-		b.Fatalf("after the run %d hold slots (%v), want 4", n, err)
+	for _, k := range ks {
+		if got, err := e.rdb.ZCard(ctx, k.Running()).Result(); err != nil || got != 4 {
+			b.Fatalf("after the run %d hold slots of %s (%v), want 4", got, k.Base, err)
+		}
 	}
 }
