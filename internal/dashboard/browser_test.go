@@ -199,7 +199,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	shot(t, b, "dashboard.png")
 
 	// One action: waiting executions in order, holders, the histogram, its policies.
-	b.run("open demo.build", chromedp.Click(chromedp.CSS(`#actions tr[data-action="demo.build"] a`)))
+	b.clickLive("open demo.build", `#actions tr[data-action="demo.build"] a`)
 	b.until("waiting executions listed in order", `(() => {
 		const pos = [...document.querySelectorAll('#waiting tbody tr')].map(tr => Number(tr.cells[0].textContent));
 		return pos.length > 0 && pos.every((p, i) => p === i);
@@ -218,7 +218,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	shot(t, b, "dashboard-action.png")
 
 	// Clearing a limit from the page.
-	b.run("clear the global limit", chromedp.Click(chromedp.CSS(`#action-policies tr[data-scope="global"] button`)))
+	b.clickLive("clear the global limit", `#action-policies tr[data-scope="global"] button`)
 	b.until("the clear is confirmed", `document.querySelector('#message.ok')?.textContent.includes('clear global')`)
 	if p, err := c.Policies(ctx); err != nil || len(p.Limits) != 2 {
 		t.Fatalf("policies after clearing global: %v, %v", p.Limits, err)
@@ -289,6 +289,21 @@ func (p *page) run(what string, actions ...chromedp.Action[chromedp.Void]) {
 	if err := chromedp.Do(ctx, actions...); err != nil {
 		p.t.Fatalf("%s: %v%s", what, err, p.said())
 	}
+}
+
+// clickLive clicks the element sel finds, from inside the page, in one
+// step. For elements of the tables the page redraws on every refresh:
+// chromedp.Click finds the node and then clicks it in separate calls, and a
+// redraw in between (a CPU-starved test widens that gap) leaves it a node
+// that no longer exists ("Could not find node with given id").
+func (p *page) clickLive(what, sel string) {
+	p.t.Helper()
+	p.until(what, `(() => {
+		const e = document.querySelector(`+strconv.Quote(sel)+`);
+		if (!e) return false;
+		e.click();
+		return true;
+	})()`)
 }
 
 // until waits (20 s at most) for a JavaScript expression to be true.
