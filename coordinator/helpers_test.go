@@ -176,15 +176,27 @@ func readPolicies(t *testing.T, cs ...*coordinator.Coordinator) {
 	}
 }
 
-// quotaWindowRoom waits, on the real tiers, until the quota window w of the
-// Redis clock has at least room left, so that every count a test makes
-// falls in one window. A real server's clock runs on: a test that began a
-// moment before a UTC minute (or hour, or day) ended would see its quota
-// count start again from 0 midway. miniredis's clock is the test's own and
-// crosses a window only when the test moves it there.
+// quotaWindowRoom makes sure the quota window w of the Redis clock has at
+// least room left, so that every count a test makes falls in one window. A
+// real server's clock runs on: a test that began a moment before a UTC
+// minute (or hour, or day) ended would see its quota count start again from
+// 0 midway, so on the real tiers it waits. miniredis's clock starts at the
+// real time and moves only when the test advances it, which can cross a
+// window too (TestQuotaCounts did, 120 ms before a minute ended): there it
+// advances the clock to the next window.
 func (e *env) quotaWindowRoom(t testing.TB, w limits.Window, room time.Duration) {
 	if e.mr == nil {
 		waitWindowRoom(t, e.rdb, w, room)
+		return
+	}
+	// miniredis: its clock is frozen at the env's start (real time) and moves
+	// only by advance, so the window's start is reached by advancing to it.
+	e.mu.Lock()
+	now := e.clock
+	e.mu.Unlock()
+	if left := w.Start(now).Add(w.Duration()).Sub(now); left < room {
+		t.Logf("the quota %s ends in %v: the Redis clock moves to the next one", w, left)
+		e.advance(left + 10*time.Millisecond)
 	}
 }
 
