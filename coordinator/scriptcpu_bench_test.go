@@ -49,23 +49,9 @@ func BenchmarkScriptCPU(b *testing.B) {
 			}
 			fn := scripts.ByName("enqueue").Function()
 			k := keys.New(e.prefix).Action(a)
-			meter := newCPUMeter(b, e.rdb)
-			b.ResetTimer()
-			meter.start()
-			const batch = 200
-			for i := 0; i < b.N; i += batch {
-				cmds, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-					for j := i; j < min(i+batch, b.N); j++ {
-						p.FCall(ctx, fn, k.List, k.Base, fmt.Sprintf("x-%d", j), c.Owner(), -1, 30000, 1000, -1, 0, "", "", "")
-					}
-					return nil
-				})
-				if err != nil {
-					b.Fatal(err, cmds[0])
-				}
-			}
-			b.StopTimer()
-			meter.report(b.N)
+			meterPipelined(b, e.rdb, 200, func(p redis.Pipeliner, j int) {
+				p.FCall(ctx, fn, k.List, k.Base, fmt.Sprintf("x-%d", j), c.Owner(), -1, 30000, 1000, -1, 0, "", "", "")
+			}, nil)
 		})
 	}
 }
@@ -103,36 +89,50 @@ func benchHandoffCPU(b *testing.B, n int) {
 			held[a] = append(held[a], id)
 		}
 	}
-	meter := newCPUMeter(b, e.rdb)
+	meterPipelined(b, e.rdb, 100, func(p redis.Pipeliner, j int) {
+		a, id := j%n, fmt.Sprintf("x-%d", j)
+		enqueue(p, a, id)                                                                    // queued: the action is full
+		p.FCall(ctx, rel, ks[a].List, ks[a].Base, held[a][0], "0", 30000, -1, 0, "", "", "") // grants id
+		held[a] = append(held[a][1:], id)
+	}, func(cmds []redis.Cmder, first int) {
+		for j := 0; j < len(cmds); j += 2 { // each pair queued one and granted it a slot
+			q, _ := cmds[j].(*redis.Cmd).Slice()
+			r, _ := cmds[j+1].(*redis.Cmd).Slice()
+			if len(q) == 0 || q[0] != "queued" || len(r) < 2 || r[0] != int64(1) || r[1] != int64(1) {
+				b.Fatalf("handoff %d: enqueue replied %v, release %v; want queued, then held 1 granted 1", first+j/2, q, r)
+			}
+		}
+	})
+	for _, k := range ks {
+		if got, err := e.rdb.ZCard(ctx, k.Running()).Result(); err != nil || got != 4 {
+			b.Fatalf("after the run %d hold slots of %s (%v), want 4", got, k.Base, err)
+		}
+	}
+}
+
+// meterPipelined reports the Redis CPU of b.N iterations, sent batch at a
+// time in one pipeline each: add queues iteration j's commands, and check
+// (if not nil) looks at each pipeline's replies, first being its first
+// iteration.
+func meterPipelined(b *testing.B, rdb redis.UniversalClient, batch int, add func(p redis.Pipeliner, j int), check func(cmds []redis.Cmder, first int)) {
+	ctx := context.Background()
+	meter := newCPUMeter(b, rdb)
 	b.ResetTimer()
 	meter.start()
-	const batch = 100
 	for i := 0; i < b.N; i += batch {
-		cmds, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmds, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for j := i; j < min(i+batch, b.N); j++ {
-				a, id := j%n, fmt.Sprintf("x-%d", j)
-				enqueue(p, a, id)                                                                    // queued: the action is full
-				p.FCall(ctx, rel, ks[a].List, ks[a].Base, held[a][0], "0", 30000, -1, 0, "", "", "") // grants id
-				held[a] = append(held[a][1:], id)
+				add(p, j)
 			}
 			return nil
 		})
 		if err != nil {
 			b.Fatal(err, cmds[0])
 		}
-		for j := 0; j < len(cmds); j += 2 { // each pair queued one and granted it a slot
-			q, _ := cmds[j].(*redis.Cmd).Slice()
-			r, _ := cmds[j+1].(*redis.Cmd).Slice()
-			if len(q) == 0 || q[0] != "queued" || len(r) < 2 || r[0] != int64(1) || r[1] != int64(1) {
-				b.Fatalf("handoff %d: enqueue replied %v, release %v; want queued, then held 1 granted 1", i+j/2, q, r)
-			}
+		if check != nil {
+			check(cmds, i)
 		}
 	}
 	b.StopTimer()
 	meter.report(b.N)
-	for _, k := range ks {
-		if got, err := e.rdb.ZCard(ctx, k.Running()).Result(); err != nil || got != 4 {
-			b.Fatalf("after the run %d hold slots of %s (%v), want 4", got, k.Base, err)
-		}
-	}
 }
