@@ -168,7 +168,10 @@ func (c *Coordinator) heartbeatLoop() { c.every(c.opts.LeaseTTL/3, c.heartbeat) 
 
 // heartbeat runs one renewal round over every action this process has
 // waiters or leases in, and forgets actions it no longer uses. The renewals
-// run concurrently, so the batcher sends them in few pipelines.
+// run concurrently, so the batcher sends them in few pipelines. A renewal
+// that fails is tried again after a pause (heartbeatRetry, doubling) until
+// it lands, the next round is due or Close starts: one failed round must not
+// leave a live process a third of LeaseTTL closer to being presumed dead.
 func (c *Coordinator) heartbeat() {
 	func() {
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
@@ -188,23 +191,60 @@ func (c *Coordinator) heartbeat() {
 		a.mu.Unlock()
 	}
 	c.amu.Unlock()
+	interval := c.opts.LeaseTTL / 3
+	start := time.Now()
+	pause := min(interval/10, heartbeatRetry)
+	for attempt := 1; ; attempt++ {
+		acts = renewAll(acts, attempt)
+		if len(acts) == 0 || time.Since(start)+pause >= interval {
+			return
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-c.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		pause *= 2
+	}
+}
+
+// heartbeatRetry is the first pause before a failed renewal is tried again
+// (at most a tenth of the heartbeat interval); each later pause doubles.
+const heartbeatRetry = time.Second
+
+// renewAll renews every action of acts concurrently and returns those whose
+// renewal failed.
+func renewAll(acts []*action, attempt int) []*action {
 	var g sync.WaitGroup
+	var mu sync.Mutex
+	var failed []*action
 	sem := make(chan struct{}, 64)
 	for _, a := range acts {
 		g.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; g.Done() }()
-			a.renew()
+			if !a.renew(attempt) {
+				mu.Lock()
+				failed = append(failed, a)
+				mu.Unlock()
+			}
 		}()
 	}
 	g.Wait()
+	return failed
 }
 
 // renew is one heartbeat for this action: it extends the leases, keeps the
 // owner alive, and checks the oldest waiter (a grant whose token was lost,
-// or an entry Redis lost); waiters already seen missing are re-checked.
-func (a *action) renew() {
+// or an entry Redis lost); waiters already seen missing are re-checked. It
+// reports whether the renewal reached Redis. attempt numbers the tries of one
+// heartbeat round: only the first checks waiters, so that two checks stay a
+// heartbeat interval apart (a waiter seen missing twice has failed, and the
+// interval is what lets a removal token in flight reach its wait loop first).
+func (a *action) renew(attempt int) bool {
 	c := a.c
 	now := time.Now()
 	args := scripts.RenewArgs{Owner: c.owner, LeaseTTL: c.opts.LeaseTTL, AckTimeout: c.opts.AckTimeout, Policy: c.policyArgs(a.ref)}
@@ -236,6 +276,9 @@ func (a *action) renew() {
 			suspects = true
 		}
 	}
+	if attempt > 1 {
+		oldest, suspects = nil, false
+	}
 	if oldest != nil {
 		args.Oldest, args.OldestSeq = oldest.id, oldest.seqStr
 	}
@@ -252,8 +295,8 @@ func (a *action) renew() {
 	defer cancel()
 	r, err := scripts.Renew(ctx, c.run, a.keys, args)
 	if err != nil {
-		c.log.Warn("baton: heartbeat", slog.String("action", a.ref), slog.Any("error", err))
-		return
+		c.log.Warn("baton: heartbeat", slog.String("action", a.ref), slog.Int("attempt", attempt), slog.Any("error", err))
+		return false
 	}
 	c.schedule(ctx, a.ref, r.Due, r.Wake) // the due heals the index if a sweeper lost a claim
 	if oldest != nil {
@@ -283,6 +326,7 @@ func (a *action) renew() {
 		l.renewedAt = now
 		l.mu.Unlock()
 	}
+	return true
 }
 
 // KeepLease extends the lease of executionID, named by its fencing token,
