@@ -38,6 +38,10 @@ var (
 	ErrNotReplicated = scripts.ErrNotReplicated
 	// ErrClosed: the Coordinator was closed.
 	ErrClosed = errors.New("baton: coordinator closed")
+	// ErrKeySchema: a newer version of Baton keeps the action's keys in a
+	// form this version does not read (docs/keys.md, "Key schema"). The call
+	// read and wrote nothing; upgrade this process to use the action.
+	ErrKeySchema = scripts.ErrKeySchema
 )
 
 // ErrQuotaExceeded: the action's quota for the current window is used up;

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/internal/keys"
+	"github.com/batonhq/baton/scripts"
 )
 
 // Reads for operators (the daemon's dashboard, API and CLI): the waiting
@@ -91,12 +92,17 @@ func (c *Coordinator) Waiting(ctx context.Context, action string, offset, count 
 	var ids *redis.StringSliceCmd
 	var length *redis.IntCmd
 	var now *redis.TimeCmd
+	var schema *redis.SliceCmd
 	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		ids = p.LRange(ctx, queueKey, int64(offset), stop)
 		length = p.LLen(ctx, queueKey)
 		now = p.Time(ctx)
+		schema = p.HMGet(ctx, k.Meta(), "schema")
 		return nil
 	})
+	if err == nil {
+		err = checkSchema(schema.Val())
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("baton: waiting %s: %w", action, err)
 	}
@@ -168,12 +174,17 @@ func (c *Coordinator) Holders(ctx context.Context, action string) ([]Holder, err
 	var holders *redis.MapStringStringCmd
 	var running *redis.ZSliceCmd
 	var now *redis.TimeCmd
+	var schema *redis.SliceCmd
 	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		holders = p.HGetAll(ctx, k.Holders())
 		running = p.ZRangeWithScores(ctx, k.Running(), 0, -1)
 		now = p.Time(ctx)
+		schema = p.HMGet(ctx, k.Meta(), "schema")
 		return nil
 	})
+	if err == nil {
+		err = checkSchema(schema.Val())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("baton: holders %s: %w", action, err)
 	}
@@ -308,6 +319,13 @@ func (n notIdle) describe(action string) string {
 // forgetTx checks, under WATCH of every action key, that the action is idle,
 // then deletes its keys in one MULTI, keeping the meta fields forgetKeepsMeta.
 func forgetTx(ctx context.Context, tx *redis.Tx, k keys.Action) error {
+	schema, err := tx.HMGet(ctx, k.Meta(), "schema").Result()
+	if err != nil {
+		return err
+	}
+	if err := checkSchema(schema); err != nil {
+		return err
+	}
 	now, err := tx.Time(ctx).Result()
 	if err != nil {
 		return err
@@ -346,4 +364,19 @@ func forgetTx(ctx context.Context, tx *redis.Tx, k keys.Action) error {
 		return nil
 	})
 	return err
+}
+
+// checkSchema is the scripts' key-schema check for the readers that read an
+// action's keys directly: vals is HMGET meta schema. Absent, or this
+// version's number, the keys are in the form this version reads.
+func checkSchema(vals []any) error {
+	if len(vals) == 0 {
+		return nil
+	}
+	v, ok := vals[0].(string)
+	if !ok || v == strconv.Itoa(scripts.KeySchema) {
+		return nil
+	}
+	return fmt.Errorf("%w: key schema %s, and this version of Baton reads schema %d; upgrade this process",
+		ErrKeySchema, v, scripts.KeySchema)
 }

@@ -6,6 +6,8 @@
 -- library is loaded. Where Functions are missing (miniredis) each operation
 -- runs as an EVAL script: this file, then the body wrapped the same way.
 -- begin() reads the clock and the action's meta once; nothing here writes by itself.
+-- It returns an error reply, which the operation returns at once, when the
+-- action's keys are in another version's form (SCHEMA).
 --
 -- Every per-action operation declares the same eight KEYS, all sharing the
 -- action's hash tag {<ref>}:
@@ -47,6 +49,12 @@
 --     accepted in it that were admitted or still wait; one that ends
 --     without being admitted gives its reservation back.
 
+-- The form of the action's keys that these scripts read and write (docs/keys.md).
+-- meta's "schema" field names the form when it is not this one; absent, it
+-- is this one. A later version that changes the form writes its number there,
+-- and every call of this version on that action then fails with BATON_SCHEMA
+-- <n> (ErrKeySchema) instead of misreading it.
+local SCHEMA = '1'
 -- Removal tokens nobody reads (their waiter already knows) vanish after this.
 local TOKEN_TTL_MS = 60000
 -- At most this many dead waiters are dropped per call; the rest are left to the sweeper.
@@ -145,7 +153,12 @@ local function begin(keys, argv)
   FRESH, REPORT, ALIVE = true, 0, {}
   RATE, QUOTA, THROTTLED, WAKE = nil, nil, 0, 0
   M.throttled, M.quota_rejected = 0, 0
-  local v = redis.call('HMGET', K.meta, 'state', 'due', 'totals', 'rate', 'quota', 'rq_totals')
+  local v = redis.call('HMGET', K.meta, 'state', 'due', 'totals', 'rate', 'quota', 'rq_totals', 'schema')
+  if v[7] and v[7] ~= SCHEMA then
+    -- Another version of Baton keeps this action in a form this one does not
+    -- know: refuse before anything is read or written (the caller returns it).
+    return redis.error_reply('BATON_SCHEMA ' .. v[7])
+  end
   local s = v[1]
   if s and s == MEMO_STATE then
     FRESH = false

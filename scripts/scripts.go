@@ -72,6 +72,10 @@ func (s *Script) Run(ctx context.Context, c redis.Scripter, keys []string, args 
 // actionOps are the per-action operations, each a file with lib.lua's helpers.
 var actionOps = []string{"enqueue", "release", "cancel", "timeout", "renew", "reconcile", "sweep", "apply_policy", "stats", "state", "keep", "tick"}
 
+// prologue starts every per-action operation: begin, and the refusal it
+// returns when the action's keys are in another version's form.
+const prologue = "local refused = begin(KEYS, ARGV)\nif refused then return refused end\n"
+
 // Library is the Redis Function library of every per-action operation:
 // lib.lua once, then one function per operation. Its name carries a hash of
 // its code, so processes of different versions can share one Redis.
@@ -81,7 +85,7 @@ func buildLibrary() (code, name string) {
 	var b strings.Builder
 	b.WriteString(read("lib.lua"))
 	for _, op := range actionOps {
-		fmt.Fprintf(&b, "\nredis.register_function('%%s_%s', function(KEYS, ARGV)\nbegin(KEYS, ARGV)\n%s\nend)\n", op, read(op+".lua"))
+		fmt.Fprintf(&b, "\nredis.register_function('%%s_%s', function(KEYS, ARGV)\n%s%s\nend)\n", op, prologue, read(op+".lua"))
 	}
 	sum := sha1.Sum([]byte(b.String()))
 	name = "baton_" + hex.EncodeToString(sum[:6])
@@ -112,7 +116,7 @@ func action(name string) *Script {
 	return &Script{
 		name:   name,
 		writes: name != "stats" && name != "state",
-		s:      redis.NewScript(read("lib.lua") + "\nbegin(KEYS, ARGV)\n" + read(name+".lua")),
+		s:      redis.NewScript(read("lib.lua") + "\n" + prologue + read(name+".lua")),
 		fn:     LibraryName + "_" + name,
 	}
 }
@@ -148,10 +152,35 @@ func runAction(ctx context.Context, r Runner, s *Script, k keys.Action, args ...
 		if !errors.Is(err, ErrNotReplicated) {
 			v = nil
 		}
-		return v, fmt.Errorf("%s: %w", s.name, err)
+		return v, callErr(s.name, err)
 	}
 	return v, nil
 }
+
+// ErrKeySchema reports an action whose keys another version of Baton keeps
+// in a form this version does not read (meta's "schema" field): the call
+// read and wrote nothing. Processes of this version cannot use the action
+// until they are upgraded.
+var ErrKeySchema = errors.New("baton: the action's keys are in a newer version's form")
+
+// callErr names the script a call failed in, and turns the refusal of an
+// action in another key schema into ErrKeySchema (the Redis error reply stays
+// in the chain: the call ran, and sending it again would not help).
+func callErr(script string, err error) error {
+	if redis.HasErrorPrefix(err, "BATON_SCHEMA") {
+		var re redis.Error
+		if errors.As(err, &re) {
+			form, _, _ := strings.Cut(strings.TrimPrefix(re.Error(), "BATON_SCHEMA "), " ")
+			return fmt.Errorf("%s: %w: key schema %s, and this version of Baton reads schema %d; upgrade this process (%w)",
+				script, ErrKeySchema, form, KeySchema, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", script, err)
+}
+
+// KeySchema is the form of the per-action keys these scripts read and write
+// (docs/keys.md); lib.lua's SCHEMA says the same.
+const KeySchema = 1
 
 func ms(d time.Duration) int64 { return d.Milliseconds() }
 
@@ -280,7 +309,7 @@ func EnqueueAll(ctx context.Context, rdb redis.UniversalClient, actions []keys.A
 	errs := make([]error, len(args))
 	for i, c := range calls {
 		if c.err != nil {
-			errs[i] = fmt.Errorf("enqueue: %w", c.err)
+			errs[i] = callErr("enqueue", c.err)
 			continue
 		}
 		replies[i], errs[i] = decodeEnqueue(c.v)
@@ -516,7 +545,7 @@ func SweepAll(ctx context.Context, rdb redis.UniversalClient, actions []keys.Act
 	errs := make([]error, len(actions))
 	for i, c := range calls {
 		if c.err != nil {
-			errs[i] = fmt.Errorf("sweep: %w", c.err)
+			errs[i] = callErr("sweep", c.err)
 			continue
 		}
 		d := newReply("sweep", c.v, 5)

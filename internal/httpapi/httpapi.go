@@ -170,9 +170,9 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 }
 
 // fail maps an error to its status: the API's own errors carry theirs;
-// ErrInvalidArgument is 400; a quota refusal (ErrQuotaExceeded) is 429
-// with Retry-After; anything else from the coordinator means Redis could
-// not be used: 503. Every handler's errors go through it, so the mapping
+// ErrInvalidArgument is 400; ErrKeySchema (a newer Baton keeps the action)
+// is 409; a quota refusal (ErrQuotaExceeded) is 429 with Retry-After;
+// anything else from the coordinator means Redis could not be used: 503. Every handler's errors go through it, so the mapping
 // is the same on every endpoint.
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
@@ -191,6 +191,8 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 			fmt.Sprintf("request body over %d bytes", tooBig.Limit))
 	case errors.Is(err, coordinator.ErrInvalidArgument), errors.Is(err, limits.ErrInvalid):
 		writeError(w, http.StatusBadRequest, "invalid_argument", invalidMessage(err))
+	case errors.Is(err, coordinator.ErrKeySchema):
+		writeError(w, http.StatusConflict, "key_schema", strings.TrimPrefix(err.Error(), "baton: "))
 	default:
 		a.log.Warn("http: redis unavailable", slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Any("error", err))

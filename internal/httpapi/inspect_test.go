@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/internal/httpapi"
+	"github.com/batonhq/baton/internal/keys"
 )
 
 func TestWaitingHoldersAndForget(t *testing.T) {
@@ -148,5 +149,23 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("after 10 s: %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestKeySchemaConflict: requests on an action whose keys a newer version of
+// Baton keeps in another form answer 409 key_schema, on every endpoint.
+func TestKeySchemaConflict(t *testing.T) {
+	f := newFixture(t)
+	const a = "core.newer"
+	f.mr.HSet(keys.New("baton").Action(a).Meta(), "schema", "2")
+	base := "/api/v1/actions/" + a
+	f.doErr("GET", base+"/queue-stats", "", "", 409, "key_schema")
+	f.doErr("GET", base+"/executions", "", "", 409, "key_schema")
+	f.doErr("GET", base+"/holders", "", "", 409, "key_schema")
+	f.doErr("DELETE", base, token, "", 409, "key_schema")
+	f.doErr("POST", base+"/executions/e1/acquire", token, `{"wait": "1s"}`, 409, "key_schema")
+	m, _ := f.do("GET", base+"/queue-stats", "", "", 409)
+	if msg, _ := m["error"].(string); !strings.Contains(msg, "key schema 2") || !strings.Contains(msg, "upgrade") {
+		t.Fatalf("the error does not say what to do: %v", m)
 	}
 }
