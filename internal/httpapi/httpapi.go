@@ -296,6 +296,8 @@ func (a *api) queueStats(w http.ResponseWriter, r *http.Request) {
 
 // listActions pages through known actions: ?cursor= (0 first) and ?count=
 // (a hint, 1..1000, default 100); next_cursor is 0 on the last page.
+// Actions a newer version of Baton keeps (ErrKeySchema) are named apart,
+// without stats, rather than failing the page.
 func (a *api) listActions(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	cursor, err := queryUint(q.Get("cursor"), 0)
@@ -321,6 +323,10 @@ func (a *api) listActions(w http.ResponseWriter, r *http.Request) {
 		}
 		seen[ref] = true
 		st, err := a.c.QueueStats(r.Context(), ref)
+		if errors.Is(err, coordinator.ErrKeySchema) {
+			out.NewerKeySchema = append(out.NewerKeySchema, ref)
+			continue
+		}
 		if err != nil {
 			a.fail(w, r, err)
 			return

@@ -444,7 +444,7 @@ func TestMetricsWithAMalformedAction(t *testing.T) {
 	}
 	for range 2 {
 		_, body := f.do("GET", "/metrics", "", "", 200)
-		if !strings.Contains(body, "baton_redis_up 1") || !strings.Contains(body, `baton_limit{action="core.http"} 4`) {
+		if !strings.Contains(body, "\nbaton_redis_up 1\n") || !strings.Contains(body, `baton_limit{action="core.http"} 4`) {
 			t.Fatalf("metrics with a malformed action:\n%s", body)
 		}
 	}

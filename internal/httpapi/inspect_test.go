@@ -168,4 +168,27 @@ func TestKeySchemaConflict(t *testing.T) {
 	if msg, _ := m["error"].(string); !strings.Contains(msg, "key schema 2") || !strings.Contains(msg, "upgrade") {
 		t.Fatalf("the error does not say what to do: %v", m)
 	}
+	// The listing and the metrics name it apart, and still report the others.
+	l, err := f.c.EnqueueAndWait(t.Context(), "core.mine", "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(t.Context())
+	f.mr.SAdd("baton:actions", a)
+	waitFor(t, "core.mine listed", func() bool {
+		page, _ := f.do("GET", "/api/v1/actions", "", "", 200)
+		return len(page["actions"].([]any)) == 1
+	})
+	page, raw := f.do("GET", "/api/v1/actions", "", "", 200)
+	if acts := page["actions"].([]any); acts[0].(map[string]any)["action"] != "core.mine" {
+		t.Fatalf("listing: %s", raw)
+	}
+	if newer, _ := page["newer_key_schema"].([]any); len(newer) != 1 || newer[0] != a {
+		t.Fatalf("listing does not name the action of a newer key schema: %s", raw)
+	}
+	_, body := f.do("GET", "/metrics", "", "", 200)
+	if !strings.Contains(body, "\nbaton_redis_up 1\n") || !strings.Contains(body, `action="core.mine"`) ||
+		strings.Contains(body, `action="core.newer"`) {
+		t.Fatalf("metrics with an action of a newer key schema:\n%s", body)
+	}
 }

@@ -112,6 +112,10 @@ func timePtr(t time.Time) *time.Time {
 type ActionPage struct {
 	Actions    []QueueStats `json:"actions"`
 	NextCursor uint64       `json:"next_cursor"`
+	// NewerKeySchema names the actions of the page whose keys a newer
+	// version of Baton keeps in a form this daemon does not read
+	// (coordinator.ErrKeySchema): they have no stats here.
+	NewerKeySchema []string `json:"newer_key_schema,omitempty"`
 }
 
 // ExecutionState is coordinator.ExecutionState as JSON; fields that do not

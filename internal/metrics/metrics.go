@@ -143,7 +143,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			mu.Lock()
 			defer mu.Unlock()
 			if errors.Is(err, coordinator.ErrInvalidArgument) {
-				c.skip(ref, err)
+				c.skip(ref, "metrics: skipping a malformed member of the actions set", err)
+				return
+			}
+			if errors.Is(err, coordinator.ErrKeySchema) {
+				// Redis answered: a newer version of Baton keeps this action.
+				c.skip(ref, "metrics: skipping an action a newer version of Baton keeps (upgrade this daemon)", err)
 				return
 			}
 			if err != nil {
@@ -169,7 +174,7 @@ func (c *Collector) actions(ctx context.Context) ([]string, error) {
 		}
 		for _, r := range refs {
 			if err := limits.ValidateRef(r); err != nil {
-				c.skip(r, err)
+				c.skip(r, "metrics: skipping a malformed member of the actions set", err)
 				continue
 			}
 			if !seen[r] && len(out) < MaxActions {
@@ -184,16 +189,16 @@ func (c *Collector) actions(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// skip logs a malformed member of the actions set, once per member.
-func (c *Collector) skip(ref string, err error) {
+// skip logs an action it cannot report (a malformed member of the actions
+// set, or one a newer version keeps), once per member.
+func (c *Collector) skip(ref, why string, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.warned[ref] || len(c.warned) >= maxWarned {
 		return
 	}
 	c.warned[ref] = true
-	c.log.Warn("metrics: skipping a malformed member of the actions set", slog.String("member", limits.Quote(ref)),
-		slog.Any("error", err))
+	c.log.Warn(why, slog.String("member", limits.Quote(ref)), slog.Any("error", err))
 }
 
 func send(ch chan<- prometheus.Metric, st coordinator.QueueStats) {
