@@ -115,6 +115,18 @@ func (c *Coordinator) EnqueueAndWait(ctx context.Context, action, executionID st
 			c.cancelQueued(a.keys, executionID, rep.Seq)
 			return nil, ErrClosed
 		}
+		if old := a.waiters[executionID]; old != nil && old.seq < rep.Seq {
+			// Another call of this process queued the execution first, and
+			// that entry left Redis (canceled, timed out, granted) before
+			// this call's enqueue made a new one. This call joins the first,
+			// as a call that finds the execution waiting does, and shares its
+			// outcome. Nobody here would ever read the newer entry's tokens,
+			// so it goes.
+			w := a.addWaiterLocked(executionID, old.seq)
+			a.mu.Unlock()
+			c.startUnlessClosed(func() { c.dropEntry(a, executionID, strconv.FormatInt(rep.Seq, 10)) })
+			return c.wait(ctx, w)
+		}
 		w := a.addWaiterLocked(executionID, rep.Seq)
 		a.mu.Unlock()
 		return c.wait(ctx, w)
@@ -225,15 +237,31 @@ func (c *Coordinator) giveUp(w *waiter, why error) {
 // until it lands or the Coordinator closes, so a live process leaves no
 // entry behind in the queue.
 func (c *Coordinator) retryCancel(a *action, w *waiter) {
+	if c.sleep(backoff(0)) {
+		c.dropEntry(a, w.id, w.seqStr)
+	}
+}
+
+// dropEntry removes this process's entry of the execution with seq
+// (cancel.lua, which matches the seq: an entry queued since is left alone;
+// a grant it already got is given back). A call that fails is tried again
+// until one lands or the Coordinator closes (or the action is in another
+// key schema, which no retry changes).
+func (c *Coordinator) dropEntry(a *action, id, seq string) {
 	for attempt := 0; ; attempt++ {
-		if !c.sleep(backoff(attempt)) {
-			return
-		}
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-		r, err := scripts.Cancel(ctx, c.run, a.keys, w.id, w.seqStr, c.owner, c.opts.AckTimeout)
+		r, err := scripts.Cancel(ctx, c.run, a.keys, id, seq, c.owner, c.opts.AckTimeout)
 		cancel()
 		if err == nil {
 			c.schedule(c.ctx, a.ref, r.Due, r.Wake)
+			return
+		}
+		if errors.Is(err, ErrKeySchema) { // no retry helps; failover errors (READONLY, LOADING) do pass
+			c.log.Warn("baton: removing a queue entry", slog.String("action", a.ref), slog.String("execution", id),
+				slog.Any("error", err))
+			return
+		}
+		if !c.sleep(backoff(attempt + 1)) {
 			return
 		}
 	}
